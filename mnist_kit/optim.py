@@ -1,0 +1,95 @@
+"""Optimizer, scheduler and loss factories, registered by name for recipes.
+
+Every scheduler is stepped once per optimizer step (batch); factories convert epochs to steps, so
+`step` with step_size=10 decays the rate every 10 epochs exactly as the reference's per-epoch StepLR.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import optim
+from torch.optim import lr_scheduler
+
+from mnist_kit.registry import Registry
+
+OPTIMIZERS = Registry("optimizer")
+SCHEDULERS = Registry("scheduler")
+LOSSES = Registry("loss")
+
+
+@OPTIMIZERS.register("adam")
+def adam(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
+         eps: float = 1e-8) -> optim.Optimizer:
+    """Adam with L2 weight decay added to the gradient (as torch.optim.Adam does)."""
+    return optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.01,
+          eps: float = 1e-8) -> optim.Optimizer:
+    """AdamW: weight decay applied to the weights directly, not through the gradient."""
+    return optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(params, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
+        weight_decay: float = 0.0) -> optim.Optimizer:
+    """Stochastic gradient descent with (optionally Nesterov) momentum."""
+    return optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+
+
+@OPTIMIZERS.register("adadelta")
+def adadelta(params, lr: float = 1.0, rho: float = 0.9, weight_decay: float = 0.0) -> optim.Optimizer:
+    """Adadelta, as in PyTorch's MNIST example."""
+    return optim.Adadelta(params, lr=lr, rho=rho, weight_decay=weight_decay)
+
+
+@SCHEDULERS.register("none")
+def constant(optimizer, epochs: int, steps_per_epoch: int) -> lr_scheduler.LRScheduler:
+    """Keep the optimizer's learning rate for the whole run."""
+    return lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+
+
+@SCHEDULERS.register("step")
+def step(optimizer, epochs: int, steps_per_epoch: int, step_size: int = 10,
+         gamma: float = 0.1) -> lr_scheduler.LRScheduler:
+    """Multiply the learning rate by `gamma` every `step_size` epochs."""
+    return lr_scheduler.StepLR(optimizer, step_size=step_size * steps_per_epoch, gamma=gamma)
+
+
+@SCHEDULERS.register("cosine")
+def cosine(optimizer, epochs: int, steps_per_epoch: int, min_lr: float = 0.0,
+           warmup_epochs: float = 0.0) -> lr_scheduler.LRScheduler:
+    """Optional linear warm-up, then cosine decay to `min_lr` at the last step."""
+    total = epochs * steps_per_epoch
+    warmup = round(warmup_epochs * steps_per_epoch)
+    decay = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=min_lr)
+    if warmup == 0:
+        return decay
+    ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, total_iters=warmup)
+    return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
+
+
+@SCHEDULERS.register("onecycle")
+def onecycle(optimizer, epochs: int, steps_per_epoch: int, max_lr: float = 0.01, pct_start: float = 0.25,
+             div_factor: float = 25.0, final_div_factor: float = 1e4,
+             anneal_strategy: str = "cos") -> lr_scheduler.LRScheduler:
+    """Ramp up to `max_lr` over `pct_start` of the run, then anneal far below the start."""
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                                   pct_start=pct_start, div_factor=div_factor,
+                                   final_div_factor=final_div_factor, anneal_strategy=anneal_strategy)
+
+
+@LOSSES.register("nll")
+def nll():
+    """Negative log-likelihood of log-probabilities (for models ending in LogSoftmax)."""
+    return F.nll_loss
+
+
+@LOSSES.register("cross_entropy")
+def cross_entropy(label_smoothing: float = 0.0):
+    """Cross-entropy of logits (log-probabilities work too: log_softmax leaves them unchanged)."""
+
+    def loss(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        return F.cross_entropy(output, target, label_smoothing=label_smoothing, reduction=reduction)
+
+    return loss

@@ -1,0 +1,184 @@
+"""The training loop, written out by hand: recipe in, run folder with weights and metadata out."""
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import nn
+
+from mnist_kit import export
+from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
+from mnist_kit.errors import UserError
+from mnist_kit.evaluate import evaluate
+from mnist_kit.models import MODELS, count_parameters
+from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULERS
+from mnist_kit.progress import make_display
+from mnist_kit.recipe import Recipe, fallback_recipe
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Where a run was written and how it scored."""
+
+    run_dir: Path
+    recipe: str
+    test_accuracy: float
+    metadata: dict
+
+
+def select_device(requested: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; a named device must be available."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device = {requested!r} but CUDA is not available here; use auto or cpu")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise UserError("train.device = 'mps' but MPS is not available here; use auto or cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return the generator that orders the training batches."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def new_run_dir(out_dir: Path, name: str) -> Path:
+    """runs/<recipe>-<YYYYmmdd-HHMMSS>/, with a -2, -3... suffix if that second is taken."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    try:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        for suffix in ["", *(f"-{i}" for i in range(2, 1000))]:
+            run_dir = Path(out_dir) / f"{name}-{stamp}{suffix}"
+            try:
+                run_dir.mkdir()
+                return run_dir
+            except FileExistsError:
+                continue
+    except OSError as error:
+        raise UserError(f"cannot create a run folder in {out_dir}: {error.strerror or error}") from error
+    raise UserError(f"too many runs named {name}-{stamp} in {out_dir}")
+
+
+def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
+                optimizer: torch.optim.Optimizer, scheduler, loss_fn, generator: torch.Generator,
+                display) -> tuple[float, float]:
+    """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way."""
+    model.train()
+    loss_sum = torch.zeros((), device=images.device)
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    seen = 0
+    for step, index in enumerate(batch_order(len(labels), batch_size, generator), start=1):
+        index = index.to(images.device, non_blocking=True)
+        x, y = images[index], labels[index]
+        output = model(x)
+        loss = loss_fn(output, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (output.detach().argmax(dim=1) == y).sum()
+        seen += len(y)
+        if display.wants_batch_update():  # reading the sums syncs the device: only a few times a second
+            display.batch(step, loss_sum.item() / seen, correct.item() / seen)
+    return loss_sum.item() / seen, correct.item() / seen
+
+
+def build_model(config: dict, splits: Splits) -> nn.Module:
+    """The recipe's model for this data set's image shape and classes."""
+    return MODELS.build(config["model"], input_shape=splits.input_shape, num_classes=splits.num_classes)
+
+
+def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
+          quiet: bool = False, console: Console | None = None) -> RunResult:
+    """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder."""
+    console = console or Console()
+    config = recipe.config
+    started, start_clock = datetime.now(UTC), time.perf_counter()
+    splits = load_dataset(config["data"]["dataset"], data_dir)
+    device = select_device(config["train"]["device"])
+    generator = seed_everything(config["train"]["seed"])
+    limit = config["data"].get("limit")
+    train_x = normalize(splits.train_images[:limit], splits.mean, splits.std, device)
+    train_y = splits.train_labels[:limit].to(device)
+    test_x = normalize(splits.test_images, splits.mean, splits.std, device)
+    test_y = splits.test_labels.to(device)
+    batch_size, epochs = config["data"]["batch_size"], config["train"]["epochs"]
+    steps_per_epoch = -(-len(train_y) // batch_size)
+
+    model = build_model(config, splits).to(device)
+    optimizer = OPTIMIZERS.build(config["optimizer"], params=model.parameters())
+    scheduler = SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=epochs,
+                                 steps_per_epoch=steps_per_epoch)
+    loss_fn = LOSSES.build(config["train"]["loss"])
+    run_dir = new_run_dir(Path(out_dir), recipe.name)
+
+    history: list[dict] = []
+    title = (f"{recipe.name}: {count_parameters(model):,} parameters, {len(train_y):,} training images, "
+             f"batch {batch_size}, epochs {epochs}, on {device}")
+    with make_display(console, quiet) as display:
+        display.start(title, epochs, steps_per_epoch)
+        for epoch in range(1, epochs + 1):
+            epoch_clock = time.perf_counter()
+            lr = optimizer.param_groups[0]["lr"]
+            train_loss, train_acc = train_epoch(model, train_x, train_y, batch_size, optimizer, scheduler,
+                                                loss_fn, generator, display)
+            test = evaluate(model, test_x, test_y, splits.num_classes)
+            history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                            "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
+                            "seconds": time.perf_counter() - epoch_clock})
+            display.epoch(history[-1])
+
+    metadata = {
+        "recipe_name": recipe.name,
+        "recipe_path": str(recipe.path),
+        "overrides": list(recipe.overrides),
+        "recipe": config,
+        "seed": config["train"]["seed"],
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "parameters": count_parameters(model),
+        "input_shape": list(splits.input_shape),
+        "classes": splits.classes,
+        "data": {"dataset": splits.name, "root": str(data_root(data_dir).resolve()), "files": splits.files,
+                 "train_images": len(train_y), "test_images": len(test_y), "mean": splits.mean, "std": splits.std},
+        "history": history,
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "per_class_accuracy": dict(zip(splits.classes, test["per_class_accuracy"])),
+        "confusion": test["confusion"],
+        "versions": export.versions(),
+        "git_commit": export.git_commit(),
+        "command": export.command_line(),
+        "started": started.isoformat(timespec="seconds"),
+        "wall_seconds": time.perf_counter() - start_clock,
+    }
+    export.save_weights(run_dir, model, config, test["accuracy"])
+    export.save_metadata(run_dir, metadata)
+    return RunResult(run_dir=run_dir, recipe=recipe.name, test_accuracy=test["accuracy"], metadata=metadata)
+
+
+def train_with_fallback(recipe: Recipe, **options) -> list[RunResult]:
+    """Train `recipe`; while a run falls short of its [fallback] threshold, train the fallback recipe too."""
+    results = [train(recipe, **options)]
+    while (threshold := recipe.config["fallback"].get("min_test_accuracy")) is not None:
+        if results[-1].test_accuracy >= threshold:
+            break
+        console = options.get("console") or Console()
+        recipe = fallback_recipe(recipe)
+        console.print(f"{results[-1].recipe} reached {results[-1].test_accuracy:.2%}, under its fallback threshold "
+                      f"{threshold:.2%}: training {recipe.name} instead.", highlight=False)
+        results.append(train(recipe, **options))
+    return results

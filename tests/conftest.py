@@ -1,0 +1,62 @@
+"""Shared fixtures: the real MNIST files (fetched once per session) and short real training runs."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mnist_kit.data import DATA_ENV, load_dataset
+from mnist_kit.fetch import fetch_mnist
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The data folder, with the four verified MNIST files (fetched through the real sources if missing)."""
+    root = Path(os.environ.get(DATA_ENV) or REPO / "data")
+    fetch_mnist(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def splits(data_root):
+    return load_dataset("mnist", data_root)
+
+
+@pytest.fixture(autouse=True)
+def data_env(data_root, monkeypatch):
+    """Every test (CLI ones included) reads the session's data folder."""
+    monkeypatch.setenv(DATA_ENV, str(data_root))
+
+
+def write_recipe(path: Path, text: str) -> Path:
+    """A recipe file for a test."""
+    path.write_text(text)
+    return path
+
+
+# A quick recipe: the baseline network on 5,000 training images for one epoch.
+QUICK = """
+description = "quick test recipe"
+[data]
+batch_size = 64
+limit = 5000
+[model]
+name = "mlp"
+[optimizer]
+name = "adam"
+weight_decay = 1e-5
+[scheduler]
+name = "step"
+step_size = 10
+[train]
+epochs = 1
+seed = 0
+device = "cpu"
+"""
+
+
+@pytest.fixture
+def quick_recipe(tmp_path) -> Path:
+    return write_recipe(tmp_path / "quick.toml", QUICK)

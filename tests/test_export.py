@@ -1,0 +1,86 @@
+"""A run's files: .pth and .safetensors hold the same tensors, metadata says how to rerun, writes are atomic."""
+
+import json
+
+import pytest
+import safetensors
+import safetensors.torch
+import torch
+from rich.console import Console
+
+from mnist_kit.atomic import write_atomic
+from mnist_kit.data import normalize
+from mnist_kit.evaluate import evaluate
+from mnist_kit.export import load_state_dict
+from mnist_kit.fetch import MNIST_FILES
+from mnist_kit.recipe import load_recipe
+from mnist_kit.train import build_model, train
+from tests.conftest import QUICK, write_recipe
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export")
+    recipe = load_recipe(write_recipe(folder / "quick.toml", QUICK), ["data.limit=3000"])
+    return train(recipe, out_dir=folder / "runs", quiet=True, console=Console(quiet=True))
+
+
+def test_run_folder_holds_the_three_files(run):
+    assert run.run_dir.name.startswith("quick-")
+    assert sorted(p.name for p in run.run_dir.iterdir()) == ["metadata.json", "model.pth", "model.safetensors"]
+
+
+def test_pth_is_the_reference_checkpoint_and_loads_weights_only(run):
+    ckpt = torch.load(run.run_dir / "model.pth", weights_only=True)
+    assert {"model_state_dict", "model_architecture", "test_accuracy", "recipe"} <= set(ckpt)
+    assert ckpt["test_accuracy"] == run.test_accuracy
+    assert "fc1" in ckpt["model_architecture"]
+    assert ckpt["recipe"]["model"]["name"] == "mlp"
+
+
+def test_safetensors_equals_pth_key_for_key(run):
+    pth = torch.load(run.run_dir / "model.pth", weights_only=True)["model_state_dict"]
+    st = safetensors.torch.load_file(run.run_dir / "model.safetensors")
+    assert list(st) and sorted(st) == sorted(pth)
+    for key in pth:
+        assert pth[key].dtype == st[key].dtype and torch.equal(pth[key], st[key]), key
+    with safetensors.safe_open(run.run_dir / "model.safetensors", "pt") as file:
+        assert json.loads(file.metadata()["recipe"]) == json.loads(json.dumps(run.metadata["recipe"]))
+
+
+def test_reloaded_weights_score_what_training_recorded(run, splits):
+    recipe = json.loads((run.run_dir / "metadata.json").read_text())["recipe"]
+    for weights in ("model.safetensors", "model.pth"):
+        model = build_model(recipe, splits)
+        model.load_state_dict(load_state_dict(run.run_dir / weights))
+        test = evaluate(model, normalize(splits.test_images, splits.mean, splits.std), splits.test_labels, 10)
+        assert test["accuracy"] == run.test_accuracy
+
+
+def test_metadata_has_what_a_rerun_needs(run):
+    meta = json.loads((run.run_dir / "metadata.json").read_text())
+    for key in ["recipe", "recipe_name", "overrides", "history", "test_accuracy", "per_class_accuracy",
+                "parameters", "seed", "device", "versions", "started", "wall_seconds", "git_commit", "command"]:
+        assert key in meta, key
+    assert meta["overrides"] == ["data.limit=3000"]
+    assert meta["recipe"]["data"]["limit"] == 3000
+    assert meta["parameters"] == 568_970
+    assert {name: f["sha256"] for name, f in meta["data"]["files"].items()} == {
+        name: sha for name, (_, sha) in MNIST_FILES.items()}
+    assert set(meta["per_class_accuracy"]) == {str(d) for d in range(10)}
+    assert {"torch", "torchvision", "python"} <= set(meta["versions"])
+    assert meta["wall_seconds"] > 0 and len(meta["history"]) == 1
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
+    target = tmp_path / "model.safetensors"
+    target.write_bytes(b"old")
+
+    def crash(file):
+        file.write(b"half of the new")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, crash)
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
