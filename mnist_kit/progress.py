@@ -51,7 +51,7 @@ class RichDisplay:
 
     def __init__(self, console: Console):
         self.console = console
-        self.table = Table(*(name for name, _ in COLUMNS), title_justify="left")
+        self.table = Table(*(name for name, _ in COLUMNS))
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console)
@@ -67,7 +67,7 @@ class RichDisplay:
         return self.live.__exit__(*exc)
 
     def start(self, title: str, epochs: int, steps: int) -> None:
-        self.table.title = title
+        self.console.print(title, highlight=False)
         self.epochs = self.progress.add_task("epochs", total=epochs, stats="")
         self.batches = self.progress.add_task("batches", total=steps, stats="")
 
