@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from mnist_kit.fetch import MNIST_FILES, fetch_mnist, read_idx, sha256_file
+from mnist_kit.fetch import MNIST_FILES, fetch_mnist, read_idx
 from mnist_kit.registry import Registry
 
 DATASETS = Registry("dataset")
@@ -43,13 +43,10 @@ def data_root(data_dir: Path | str | None = None) -> Path:
     return Path(data_dir or os.environ.get(DATA_ENV) or "data")
 
 
-def file_records(raw_dir: Path, names) -> dict[str, dict]:
-    """{name: {path, bytes, sha256}} for the files a run read, for its metadata."""
-    return {
-        name: {"path": str(raw_dir / name), "bytes": (raw_dir / name).stat().st_size,
-               "sha256": sha256_file(raw_dir / name)}
-        for name in names
-    }
+def file_records(raw_dir: Path, expected: dict[str, tuple[int, str]]) -> dict[str, dict]:
+    """{name: {path, bytes, sha256}} of verified files (so their expected size and checksum), for metadata."""
+    return {name: {"path": str(raw_dir / name), "bytes": size, "sha256": sha256}
+            for name, (size, sha256) in expected.items()}
 
 
 def tensor(array) -> torch.Tensor:
