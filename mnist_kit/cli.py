@@ -84,6 +84,97 @@ def train_command(
     console.print(f"Wrote {final}/model.pth, model.safetensors and metadata.json", highlight=False, soft_wrap=True)
 
 
+RunPath = Annotated[Path, typer.Argument(help="A run folder (runs/baseline-...) or its .safetensors/.pth file.")]
+
+
+@app.command("eval")
+@user_errors
+def eval_command(run: RunPath, data_dir: DataDir = None,
+                 as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False):
+    """Evaluate a run on the test split: accuracy, loss, per-class metrics, confusion; writes RUN/eval.json."""
+    from mnist_kit.runs import evaluate_run
+
+    report = evaluate_run(run, data_dir)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    print_eval_report(report)
+
+
+def print_eval_report(report: dict) -> None:
+    """The eval report as rich tables."""
+    recorded = report["recorded_test_accuracy"]
+    console.print(f"[bold]{report['run']}[/bold] ({Path(report['weights']).name}) on the {report['dataset']} "
+                  f"test split: accuracy [bold]{report['accuracy']:.2%}[/bold] ({report['correct']:,} of "
+                  f"{report['total']:,}), loss {report['loss']:.4f}"
+                  + (f"; training recorded {recorded:.2%}" if recorded is not None else ""), highlight=False)
+    per_class = Table("class", "accuracy (recall)", "precision", "support", title="per class", title_justify="left")
+    for name, row in report["per_class"].items():
+        per_class.add_row(name, f"{row['recall']:.2%}", f"{row['precision']:.2%}", str(row["support"]))
+    classes = report["classes"]
+    confusion = Table("true/pred", *classes, title="confusion matrix", title_justify="left")
+    for i, (name, row) in enumerate(zip(classes, report["confusion"])):
+        cells = [f"[bold]{c}[/bold]" if i == j else (str(c) if c else "[dim]·[/dim]") for j, c in enumerate(row)]
+        confusion.add_row(name, *cells)
+    confused = Table("true", "predicted as", "count", title="most confused", title_justify="left")
+    for pair in report["most_confused"]:
+        confused.add_row(pair["true"], pair["predicted"], str(pair["count"]))
+    console.print(per_class, confusion, confused)
+    console.print(f"Wrote {Path(report['run']) / 'eval.json'}", highlight=False, soft_wrap=True)
+
+
+@app.command("plot")
+@user_errors
+def plot_command(
+    kind: Annotated[str, typer.Argument(help="curves, samples, classes, predictions, confusion or all.")],
+    run: RunPath,
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the PNGs [default: RUN/plots].")] = None,
+    mistakes: Annotated[bool, typer.Option("--mistakes", help="predictions: only errors, most confident first.")]
+    = False,
+    count: Annotated[int, typer.Option("--count", min=1, max=200, help="Images in sample/prediction grids.")] = 32,
+    data_dir: DataDir = None,
+):
+    """Plot a run as PNG files: training curves, samples, class counts, predictions, confusion matrix."""
+    from mnist_kit.plots import plot_run
+
+    for path in plot_run(kind, run, out, data_dir, mistakes=mistakes, count=count):
+        console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
+
+
+@app.command("predict")
+@user_errors
+def predict_command(
+    run: RunPath,
+    images: Annotated[list[Path], typer.Argument(help="Image files: PNG, JPEG, BMP, GIF, any size.")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to list per image.")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    show_input: Annotated[Path | None, typer.Option("--show-input", help="Save the 28x28 inputs into this folder.")]
+    = None,
+):
+    """Classify your own digit images (photos of paper, drawings): preprocessed the way MNIST was made."""
+    from mnist_kit.predict import predict_files
+
+    results = predict_files(run, images, top_k=top_k, show_input=show_input)
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        table = Table("digit", "probability", f"top {top_k}")
+        table.add_column("file", overflow="fold")
+        for entry in results:
+            if "error" in entry:
+                table.add_row("[red]error[/red]", "", "", entry["file"])
+            else:
+                top = "  ".join(f"{t['digit']} {t['probability']:.1%}" for t in entry["top_k"])
+                table.add_row(entry["digit"], f"{entry['probability']:.1%}", top, entry["file"])
+        console.print(table)
+    failed = [entry for entry in results if "error" in entry]
+    console.file.flush()
+    for entry in failed:
+        errors.print(f"error: {entry['error']}", highlight=False, markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(2)
+
+
 @data_app.command("fetch")
 @user_errors
 def data_fetch(dataset: Annotated[str, typer.Option(help="Data set name.")] = "mnist", data_dir: DataDir = None):

@@ -43,3 +43,31 @@ def metrics_from_outputs(outputs: torch.Tensor, labels: torch.Tensor, num_classe
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
     """Metrics of `model` on normalized `images` with their `labels`."""
     return metrics_from_outputs(predict_logits(model, images), labels, num_classes)
+
+
+def class_report(confusion: list[list[int]], classes: list[str]) -> dict[str, dict]:
+    """Per class: accuracy (= recall), precision and support, from a confusion matrix counts[true][pred]."""
+    counts = torch.tensor(confusion, dtype=torch.float64)
+    hits, actual, predicted = counts.diag(), counts.sum(dim=1), counts.sum(dim=0)
+    return {
+        name: {"accuracy": (hits[i] / max(actual[i], 1)).item(), "recall": (hits[i] / max(actual[i], 1)).item(),
+               "precision": (hits[i] / max(predicted[i], 1)).item(), "support": int(actual[i])}
+        for i, name in enumerate(classes)
+    }
+
+
+def most_confused(confusion: list[list[int]], classes: list[str], top: int = 5) -> list[dict]:
+    """The largest off-diagonal counts: which true class was taken for which, how often."""
+    pairs = [(count, t, p) for t, row in enumerate(confusion) for p, count in enumerate(row) if t != p and count]
+    return [{"true": classes[t], "predicted": classes[p], "count": count}
+            for count, t, p in sorted(pairs, key=lambda item: (-item[0], item[1], item[2]))[:top]]
+
+
+def full_report(outputs: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> dict:
+    """Everything `mnist-kit eval` shows: overall and per-class metrics, confusion, most confused pairs."""
+    metrics = metrics_from_outputs(outputs, labels, len(classes))
+    return {
+        "accuracy": metrics["accuracy"], "loss": metrics["loss"], "correct": metrics["correct"],
+        "total": metrics["total"], "per_class": class_report(metrics["confusion"], classes),
+        "confusion": metrics["confusion"], "most_confused": most_confused(metrics["confusion"], classes),
+    }

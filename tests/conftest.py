@@ -60,3 +60,16 @@ device = "cpu"
 @pytest.fixture
 def quick_recipe(tmp_path) -> Path:
     return write_recipe(tmp_path / "quick.toml", QUICK)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A real run (baseline network, 10,000 images, 2 epochs: about 95%) for the commands that use runs."""
+    from rich.console import Console
+
+    from mnist_kit.recipe import load_recipe
+    from mnist_kit.train import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    recipe = load_recipe(write_recipe(folder / "quick.toml", QUICK), ["data.limit=10000", "train.epochs=2"])
+    return train(recipe, out_dir=folder / "runs", quiet=True, console=Console(quiet=True))

@@ -1,0 +1,166 @@
+"""Plots as pure functions (arrays in, matplotlib Figure out, no display) and a writer of PNG files."""
+
+import io
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from mnist_kit.atomic import write_bytes_atomic
+
+CORRECT, WRONG = "#1a7f37", "#cf222e"  # green and red
+
+
+def curves_figure(history: list[dict]) -> Figure:
+    """Training and test loss and accuracy per epoch, and the learning rate."""
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(12, 3.6), layout="constrained")
+    loss, acc, lr = fig.subplots(1, 3)
+    loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    loss.set(title="loss", xlabel="epoch")
+    acc.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train")
+    acc.plot(epochs, [100 * r["test_accuracy"] for r in history], "o-", label="test")
+    best = max(history, key=lambda r: r["test_accuracy"])
+    acc.set(title=f"accuracy (%), best test {100 * best['test_accuracy']:.2f}% at epoch {best['epoch']}",
+            xlabel="epoch")
+    lr.plot(epochs, [r["lr"] for r in history], "o-", color="gray")
+    lr.set(title="learning rate (start of epoch)", xlabel="epoch", yscale="log")
+    for ax in (loss, acc):
+        ax.legend()
+    for ax in (loss, acc, lr):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def image_grid(images: np.ndarray, titles: list[str], colors: list[str] | None = None, columns: int = 8,
+               suptitle: str = "") -> Figure:
+    """Grey-scale images (N, H, W) in a grid, each with a title (optionally coloured)."""
+    rows = max(1, -(-len(images) // columns))
+    fig = Figure(figsize=(1.4 * columns, 1.6 * rows + 0.4), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    for i, ax in enumerate(axes):
+        ax.set_axis_off()
+        if i < len(images):
+            ax.imshow(images[i], cmap="gray", vmin=0, vmax=255 if images.dtype == np.uint8 else 1)
+            ax.set_title(titles[i], fontsize=10, color=(colors[i] if colors else "black"))
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def samples_figure(images: np.ndarray, labels: np.ndarray, classes: list[str]) -> Figure:
+    """Training images as they look (uint8, unnormalized), with their labels."""
+    return image_grid(images, [f"label {classes[y]}" for y in labels], suptitle="training samples")
+
+
+def classes_figure(train_counts: list[int], test_counts: list[int], classes: list[str]) -> Figure:
+    """Images per class in the training and test splits, side by side."""
+    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    ax = fig.subplots()
+    x = np.arange(len(classes))
+    for offset, counts, label in ((-0.2, train_counts, "train"), (0.2, test_counts, "test")):
+        bars = ax.bar(x + offset, counts, width=0.4, label=f"{label} ({sum(counts):,})")
+        ax.bar_label(bars, fontsize=7)
+    ax.set(xticks=x, xticklabels=classes, xlabel="class", ylabel="images", title="class distribution")
+    ax.legend()
+    return fig
+
+
+def predictions_figure(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
+                       classes: list[str], title: str = "test predictions") -> Figure:
+    """Test images titled 'predicted (true)' with confidence, green when right and red when wrong."""
+    titles = [f"{classes[p]} ({classes[t]}) {c:.0%}" for p, t, c in zip(predicted, labels, confidence)]
+    colors = [CORRECT if p == t else WRONG for p, t in zip(predicted, labels)]
+    return image_grid(images, titles, colors, suptitle=f"{title}: predicted (true) confidence")
+
+
+def confusion_figure(confusion: list[list[int]], classes: list[str]) -> Figure:
+    """The confusion matrix as a heatmap (log colour scale so small errors show), with counts."""
+    counts = np.asarray(confusion)
+    fig = Figure(figsize=(6.4, 5.6), layout="constrained")
+    ax = fig.subplots()
+    image = ax.imshow(np.log1p(counts), cmap="Blues")
+    threshold = np.log1p(counts).max() / 2
+    for (t, p), count in np.ndenumerate(counts):
+        if count:
+            ax.text(p, t, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if np.log1p(count) > threshold else "black")
+    ax.set(xticks=range(len(classes)), xticklabels=classes, yticks=range(len(classes)), yticklabels=classes,
+           xlabel="predicted", ylabel="true", title=f"confusion matrix ({counts.trace():,} of {counts.sum():,} right)")
+    fig.colorbar(image, ax=ax, label="log(1 + count)")
+    return fig
+
+
+def save_png(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
+    """Render a figure to PNG and write it atomically."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+def save_gray_png(image: np.ndarray, path: Path | str) -> Path:
+    """A [0, 1] grey image as an 8-bit PNG of the same size (what the model saw), written atomically."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+PLOT_KINDS = ("curves", "samples", "classes", "predictions", "confusion")
+
+
+def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, data_dir: Path | str | None = None,
+             mistakes: bool = False, count: int = 32, seed: int = 0) -> list[Path]:
+    """Write one kind of plot (or `all`) for a run as PNG files into out_dir (default RUN/plots)."""
+    import torch
+
+    from mnist_kit.data import class_counts
+    from mnist_kit.errors import UserError
+    from mnist_kit.registry import closest
+    from mnist_kit.runs import build_run_model, find_run, outputs_on_test_split, run_dataset
+
+    kinds = PLOT_KINDS if kind == "all" else (kind,)
+    if kind != "all" and kind not in PLOT_KINDS:
+        raise UserError(f"unknown plot {kind!r}; known: {', '.join(PLOT_KINDS)}, all." + closest(kind, PLOT_KINDS))
+    run = find_run(path)
+    out = Path(out_dir) if out_dir else run.run_dir / "plots"
+    figures: dict[str, Figure] = {}
+    if "curves" in kinds:
+        figures["curves"] = curves_figure(run.metadata["history"])
+    if set(kinds) & {"samples", "classes", "predictions", "confusion"}:
+        splits = run_dataset(run, data_dir)
+        classes = splits.classes
+    if "samples" in kinds:
+        pick = torch.randperm(len(splits.train_labels), generator=torch.Generator().manual_seed(seed))[:count]
+        figures["samples"] = samples_figure(splits.train_images[pick].numpy(), splits.train_labels[pick].numpy(),
+                                            classes)
+    if "classes" in kinds:
+        figures["classes"] = classes_figure(class_counts(splits.train_labels, len(classes)),
+                                            class_counts(splits.test_labels, len(classes)), classes)
+    if set(kinds) & {"predictions", "confusion"}:
+        outputs = outputs_on_test_split(build_run_model(run), splits)
+        confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
+        labels = splits.test_labels
+    if "predictions" in kinds:
+        if mistakes:
+            wrong = (predicted != labels).nonzero().squeeze(1)
+            pick = wrong[confidence[wrong].argsort(descending=True)][:count]
+            title = f"the {len(pick)} most confident mistakes of {len(wrong)}"
+        else:
+            pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
+            title = "test predictions"
+        figures["predictions"] = predictions_figure(
+            splits.test_images[pick].numpy(), labels[pick].numpy(), predicted[pick].numpy(),
+            confidence[pick].numpy(), classes, title)
+    if "confusion" in kinds:
+        from mnist_kit.evaluate import confusion_matrix
+
+        figures["confusion"] = confusion_figure(confusion_matrix(predicted, labels, len(classes)).tolist(), classes)
+    suffix = "-mistakes" if mistakes else ""
+    try:
+        return [save_png(fig, out / f"{name}{suffix if name == 'predictions' else ''}.png")
+                for name, fig in figures.items()]
+    except OSError as error:
+        raise UserError(f"cannot write plots to {out}: {error.strerror or error}") from error

@@ -1,0 +1,116 @@
+"""A run folder (or a bare weights file with metadata.json beside it): find it and rebuild its model."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mnist_kit.atomic import write_json_atomic
+from mnist_kit.data import Splits, load_dataset, normalize
+from mnist_kit.errors import UserError
+from mnist_kit.evaluate import full_report, predict_logits
+from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
+from mnist_kit.models import MODELS
+from mnist_kit.recipe import import_plugins
+
+EVAL_JSON = "eval.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    """What a trained run left behind: its folder, the weights file to use, and its metadata."""
+
+    run_dir: Path
+    weights: Path
+    metadata: dict
+
+    @property
+    def recipe(self) -> dict:
+        return self.metadata["recipe"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.metadata["classes"]
+
+
+def find_run(path: Path | str) -> Run:
+    """A run from its folder (model.safetensors, else model.pth) or from one of its weights files."""
+    path = Path(path)
+    if path.is_dir():
+        run_dir = path
+        weights = next((run_dir / name for name in (SAFETENSORS, PTH) if (run_dir / name).is_file()), None)
+        if weights is None:
+            raise UserError(f"{path} is not a run folder: it has no {SAFETENSORS} or {PTH}")
+    elif path.is_file() and path.suffix in (".safetensors", ".pth"):
+        run_dir, weights = path.parent, path
+    elif path.exists():
+        raise UserError(f"{path} is not a run folder or a .safetensors/.pth weights file")
+    else:
+        raise UserError(f"no run at {path}")
+    meta_path = run_dir / METADATA
+    if not meta_path.is_file():
+        raise UserError(f"{run_dir} is not a run folder: no {METADATA} beside the weights")
+    try:
+        metadata = json.loads(meta_path.read_text())
+        metadata["recipe"]["model"], metadata["classes"], metadata["input_shape"]  # noqa: B018 (must exist)
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{meta_path}: not mnist-kit run metadata ({type(error).__name__}: {error})") from error
+    return Run(run_dir=run_dir, weights=weights, metadata=metadata)
+
+
+def load_weights(run: Run) -> dict:
+    """The run's state dict: its weights file, falling back to model.pth if a .safetensors will not load."""
+    try:
+        return load_state_dict(run.weights)
+    except UserError:
+        fallback = run.run_dir / PTH
+        if run.weights.suffix == ".safetensors" and fallback.is_file():
+            return load_state_dict(fallback)
+        raise
+
+
+def build_run_model(run: Run) -> nn.Module:
+    """The run's model rebuilt from its recipe through the registries, with its trained weights, in eval mode."""
+    recipe = run.recipe
+    if recipe.get("plugins"):
+        import_plugins(recipe["plugins"], Path(run.metadata.get("recipe_path", run.run_dir)).parent)
+    model = MODELS.build(recipe["model"], input_shape=tuple(run.metadata["input_shape"]),
+                         num_classes=len(run.classes))
+    state = load_weights(run)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    reshaped = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+                if k in state and state[k].shape != v.shape]
+    if missing or unexpected or reshaped:
+        parts = [f"missing {', '.join(missing[:5])}" if missing else "",
+                 f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
+                 f"shape differs: {'; '.join(reshaped[:5])}" if reshaped else ""]
+        raise UserError(f"{run.weights} does not fit the recipe's model: " + "; ".join(p for p in parts if p))
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def run_dataset(run: Run, data_dir: Path | str | None = None) -> Splits:
+    """The data set the run was trained on (fetched and verified if needed)."""
+    return load_dataset(run.metadata["data"]["dataset"], data_dir)
+
+
+def outputs_on_test_split(model: nn.Module, splits: Splits) -> torch.Tensor:
+    """The model's outputs on the whole test split, normalized as in training."""
+    return predict_logits(model, normalize(splits.test_images, splits.mean, splits.std))
+
+
+def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True) -> dict:
+    """Evaluate a run's weights on the test split; the report also goes to RUN/eval.json unless write=False."""
+    run = find_run(path)
+    model = build_run_model(run)
+    splits = run_dataset(run, data_dir)
+    report = {"run": str(run.run_dir), "weights": str(run.weights), "dataset": splits.name,
+              "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
+              **full_report(outputs_on_test_split(model, splits), splits.test_labels, splits.classes)}
+    if write:
+        write_json_atomic(run.run_dir / EVAL_JSON, report)
+    return report

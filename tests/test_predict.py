@@ -1,0 +1,138 @@
+"""Predict on images as users make them: MNIST's own preprocessing recovers a digit from a photo-like file."""
+
+import json
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_kit.cli import app
+from mnist_kit.data import normalize
+from mnist_kit.errors import UserError
+from mnist_kit.predict import mnist_like, predict_files, read_gray
+from mnist_kit.runs import build_run_model, find_run
+
+runner = CliRunner()
+
+
+def as_paper_photo(digit: np.ndarray, path, scale=9, offset=(300, 40), size=(600, 500), quality=85):
+    """An MNIST digit as dark ink on white paper: scaled up, off-centre, RGB JPEG."""
+    big = Image.fromarray(255 - digit).resize((28 * scale, 28 * scale), Image.BILINEAR)
+    page = Image.new("RGB", size, (250, 248, 240))
+    page.paste(big.convert("RGB"), offset)
+    page.save(path, quality=quality)
+    return path
+
+
+@pytest.fixture(scope="module")
+def confident_digits(trained_run, splits):
+    """Ten test digits, one per class, that the model gets right with over 95% probability."""
+    model = build_run_model(find_run(trained_run.run_dir))
+    with torch.inference_mode():
+        probs = model(normalize(splits.test_images[:2000], splits.mean, splits.std)).softmax(dim=1)
+    confidence, predicted = probs.max(dim=1)
+    good = (predicted == splits.test_labels[:2000]) & (confidence > 0.95)
+    picks = [int(good.logical_and(splits.test_labels[:2000] == c).nonzero()[0]) for c in range(10)]
+    return [(splits.test_images[i].numpy(), int(splits.test_labels[i])) for i in picks]
+
+
+def test_a_photographed_digit_is_classified_like_the_original(trained_run, confident_digits, tmp_path):
+    paths = [as_paper_photo(img, tmp_path / f"digit-{label}.jpg", offset=(30 + 25 * label, 20 + 20 * label))
+             for img, label in confident_digits]
+    results = predict_files(trained_run.run_dir, paths, top_k=3)
+    assert [r["digit"] for r in results] == [str(label) for _, label in confident_digits]
+    assert all(len(r["top_k"]) == 3 and r["top_k"][0]["digit"] == r["digit"] for r in results)
+
+
+def test_the_input_is_mnist_like(confident_digits, tmp_path):
+    digit, _ = confident_digits[3]
+    seen = mnist_like(read_gray(as_paper_photo(digit, tmp_path / "d.jpg")))
+    assert seen.shape == (28, 28)
+    rows, cols = np.nonzero(seen > 0.1)
+    assert max(rows.max() - rows.min(), cols.max() - cols.min()) in range(18, 22)  # fits the 20x20 box
+    mass = (np.indices(seen.shape) * seen).reshape(2, -1).sum(axis=1) / seen.sum()
+    assert np.all(np.abs(mass - 14.0) <= 0.6)  # centred by mass where MNIST's centres are: pixel (14, 14)
+    original = digit / 255
+    assert np.abs(seen - original).mean() < 0.08  # close to the MNIST original, pixel for pixel
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "P", "I;16", "LA-white-ink", "BMP", "GIF"])
+def test_every_image_mode_gives_the_same_digit(trained_run, confident_digits, tmp_path, mode):
+    digit, label = confident_digits[7]
+    ink = np.asarray(Image.fromarray(digit).resize((140, 140), Image.BILINEAR))
+    if mode == "RGBA":  # black strokes on a transparent canvas
+        rgba = np.zeros((140, 140, 4), np.uint8)
+        rgba[..., 3] = ink
+        Image.fromarray(rgba, "RGBA").save(path := tmp_path / "d.png")
+    elif mode == "LA-white-ink":  # white strokes on a transparent canvas
+        Image.fromarray(np.stack([np.full_like(ink, 255), ink], -1), "LA").save(path := tmp_path / "d.png")
+    elif mode == "I;16":
+        Image.fromarray(65535 - ink.astype(np.uint16) * 257).save(path := tmp_path / "d.png")
+    elif mode == "P":
+        Image.fromarray(255 - ink).convert("RGB").convert("P", palette=Image.ADAPTIVE).save(path := tmp_path / "d.png")
+    else:
+        Image.fromarray(255 - ink).convert("RGB").save(path := tmp_path / f"d.{mode.lower()}")
+    (result,) = predict_files(trained_run.run_dir, [path])
+    assert result["digit"] == str(label), (mode, result)
+
+
+def huge_png(path, side=100_000):
+    """A PNG whose header claims side x side pixels (a decompression bomb), with almost no data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def text_file(path):
+    path.write_text("hello, not an image")
+    return path
+
+
+def empty_file(path):
+    path.write_bytes(b"")
+    return path
+
+
+def flat_image(color):
+    def make(path):
+        Image.new("RGB", (64, 64), color).save(path, format="PNG")
+        return path
+    return make
+
+
+@pytest.mark.parametrize("make, message", [
+    (text_file, "not an image"),
+    (empty_file, "empty file"),
+    (huge_png, "pixels"),
+    (flat_image("white"), "no ink found"),
+    (flat_image("black"), "no ink found"),
+])
+def test_bad_files_get_a_clear_error(tmp_path, make, message):
+    path = make(tmp_path / "bad.png")
+    with pytest.raises(UserError, match=message):
+        mnist_like(read_gray(path), str(path))
+
+
+def test_cli_reports_bad_files_and_classifies_the_others(trained_run, confident_digits, tmp_path):
+    good = as_paper_photo(confident_digits[5][0], tmp_path / "five.jpg")
+    (bad := tmp_path / "notes.png").write_text("not an image")
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    shown = tmp_path / "shown"
+    result = runner.invoke(app, ["predict", str(trained_run.run_dir), str(bad), str(good), str(empty),
+                                 "--json", "--show-input", str(shown)])
+    assert result.exit_code == 2
+    entries = json.loads(result.stdout)
+    assert [("error" in e) for e in entries] == [True, False, True]
+    assert entries[1]["digit"] == "5"
+    with Image.open(shown / "five-input.png") as image:
+        assert image.size == (28, 28)
+    table = runner.invoke(app, ["predict", str(trained_run.run_dir), str(good), "--top-k", "2"])
+    assert table.exit_code == 0 and "five.jpg" in table.output and "top 2" in table.output
