@@ -5,16 +5,22 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/mnist-kit
 RECIPE ?= baseline
 ARGS ?=
+# the run that eval/plot/predict use: the newest folder under runs/ unless RUN=... is given
+RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
+KIND ?= all
 PYTEST_ARGS ?=
 # torch and torchvision are pinned here (pyproject has lower bounds only); empty it to let pip choose.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train test lint clean-runs
+.PHONY: help venv data train eval plot docs need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
 	@echo "make test                                                     set up, lint and run the test suite"
+	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: the newest)"
+	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
+	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -32,8 +38,20 @@ data: $(STAMP)
 train: $(STAMP)
 	$(CLI) train $(RECIPE) $(ARGS)
 
+need-run:
+	@test -n "$(RUN)" || { echo "error: no run: train one with 'make train' or give RUN=runs/..."; exit 2; }
+
+eval: $(STAMP) need-run
+	$(CLI) eval $(RUN) $(ARGS)
+
+plot: $(STAMP) need-run
+	$(CLI) plot $(KIND) $(RUN) $(ARGS)
+
+docs: $(STAMP) need-run
+	$(PY) docs/make_docs.py $(RUN)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mnist_kit tests
+	$(VENV)/bin/ruff check mnist_kit tests docs
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -82,6 +82,9 @@ def train_command(
     console.print(table)
     final = results[-1].run_dir
     console.print(f"Wrote {final}/model.pth, model.safetensors and metadata.json", highlight=False, soft_wrap=True)
+    console.print(f"Next:\n  mnist-kit eval {final}\n  mnist-kit plot all {final}\n"
+                  f"  mnist-kit predict {final} my-digit.jpg --show-input {final}/inputs", highlight=False,
+                  soft_wrap=True)
 
 
 RunPath = Annotated[Path, typer.Argument(help="A run folder (runs/baseline-...) or its .safetensors/.pth file.")]
