@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mnist_kit.errors import UserError
+from mnist_kit.errors import Interrupted, UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Train, evaluate and ship MNIST digit classifiers from TOML recipes.")
@@ -44,6 +44,9 @@ def user_errors(command):
                 raise
             errors.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except Interrupted as stop:
+            errors.print(str(stop), highlight=False, markup=False, soft_wrap=True)
+            raise typer.Exit(130) from None
         except KeyboardInterrupt:
             errors.print("interrupted", highlight=False)
             raise typer.Exit(130) from None
@@ -63,7 +66,9 @@ def options(debug: Debug = False):
 @app.command("train")
 @user_errors
 def train_command(
-    recipe: Annotated[str, typer.Argument(help="A recipe name under recipes/ (baseline) or a .toml path.")],
+    recipe: Annotated[str | None, typer.Argument(help="A recipe name under recipes/ (baseline) or a .toml path.")]
+    = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run folder.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a value: train.epochs=1 (TOML).")] = None,
     out: Annotated[Path, typer.Option("--out", help="Folder that receives the run folder.")] = Path("runs"),
     data_dir: DataDir = None,
@@ -73,8 +78,15 @@ def train_command(
     from mnist_kit.recipe import load_recipe
     from mnist_kit.train import train_with_fallback
 
-    loaded = load_recipe(recipe, set_ or [])
-    results = train_with_fallback(loaded, data_dir=data_dir, out_dir=out, quiet=quiet, console=console)
+    if (recipe is None) == (resume is None):
+        raise UserError("give a RECIPE to train, or --resume RUN to continue one (not both)")
+    if resume and set_:
+        raise UserError("--set cannot change a run being resumed: it continues with its own recipe")
+    options = {"data_dir": data_dir, "out_dir": out, "quiet": quiet, "console": console}
+    if resume:
+        results = train_with_fallback(resume_dir=resume, **options)
+    else:
+        results = train_with_fallback(load_recipe(recipe, set_ or []), **options)
     table = Table("recipe", "test accuracy", "seconds", "run folder", title="runs")
     for result in results:
         table.add_row(result.recipe, f"{result.test_accuracy:.2%}", f"{result.metadata['wall_seconds']:.0f}",

@@ -11,6 +11,8 @@ from mnist_kit.fetch import MNIST_FILES, fetch_mnist, read_idx
 from mnist_kit.registry import Registry
 
 DATASETS = Registry("dataset")
+# (input shape, classes) of each data set, so a recipe's model can be checked before any data is fetched
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {"mnist": ((1, 28, 28), 10)}
 DATA_ENV = "MNIST_KIT_DATA"
 
 

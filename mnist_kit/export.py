@@ -1,6 +1,7 @@
 """Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
 
 import json
+import pickle
 import platform
 import subprocess
 import sys
@@ -51,18 +52,30 @@ def save_metadata(run_dir: Path, metadata: dict) -> Path:
     return write_json_atomic(run_dir / METADATA, metadata)
 
 
+def load_checkpoint_file(path: Path) -> object:
+    """torch.load with weights_only=True: tensors and plain data only, never code."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UserError(f"{path}: refused: it holds Python objects that could run code when loaded, and "
+                        f"weights_only=True loads tensors and plain data only") from error
+    except Exception as error:
+        raise UserError(f"{path}: not a readable checkpoint (truncated or not a torch file): "
+                        f"{' '.join(str(error).split())[:200]}") from error
+
+
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a .pth checkpoint (loaded with weights_only=True)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no weights file {path}")
-    try:
-        if path.suffix == ".safetensors":
+    if path.suffix == ".safetensors":
+        try:
             return safetensors.torch.load_file(path)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise UserError(f"{path}: cannot load weights: {error}") from error
-    if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
+        except Exception as error:
+            raise UserError(f"{path}: not a readable safetensors file (truncated?): {error}") from error
+    ckpt = load_checkpoint_file(path)
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model_state_dict"), dict):
         raise UserError(f"{path}: not an mnist-kit checkpoint (no model_state_dict)")
     return ckpt["model_state_dict"]
 

@@ -34,6 +34,8 @@ def mlp(
     """
     dropouts = per_layer(dropout, len(hidden), "dropout")
     norms = per_layer(batchnorm, len(hidden), "batchnorm")
+    if not hidden or any(not isinstance(size, int) or size < 1 for size in hidden):
+        raise ValueError(f"hidden must list positive layer widths, got {hidden}")
     if any(not 0 <= p < 1 for p in dropouts):
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())

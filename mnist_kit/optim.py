@@ -53,6 +53,8 @@ def constant(optimizer, epochs: int, steps_per_epoch: int) -> lr_scheduler.LRSch
 def step(optimizer, epochs: int, steps_per_epoch: int, step_size: int = 10,
          gamma: float = 0.1) -> lr_scheduler.LRScheduler:
     """Multiply the learning rate by `gamma` every `step_size` epochs."""
+    if step_size < 1 or not 0 < gamma <= 1:
+        raise ValueError(f"step_size must be >= 1 and gamma in (0, 1], got {step_size} and {gamma}")
     return lr_scheduler.StepLR(optimizer, step_size=step_size * steps_per_epoch, gamma=gamma)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_kit.data import DATASETS
+from mnist_kit.data import DATASET_SHAPES, DATASETS
 from mnist_kit.errors import UserError
 from mnist_kit.models import MODELS
 from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULERS
@@ -231,6 +231,22 @@ def resolve_factory(table: Any, registry: Registry, supplied: tuple[str, ...], w
     return {"name": table["name"], **jsonable(defaults), **{k: v for k, v in table.items() if k != "name"}}
 
 
+def check_buildable(config: dict, source: str) -> None:
+    """Build the factories once on stand-ins, so their own checks (negative lr, dropout >= 1...) fail now."""
+    import torch
+
+    try:
+        optimizer = OPTIMIZERS.build(config["optimizer"], params=[torch.nn.Parameter(torch.zeros(1))])
+        SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=config["train"]["epochs"],
+                         steps_per_epoch=1)
+        LOSSES.build(config["train"]["loss"])
+        if config["data"]["dataset"] in DATASET_SHAPES:
+            input_shape, num_classes = DATASET_SHAPES[config["data"]["dataset"]]
+            MODELS.build(config["model"], input_shape=input_shape, num_classes=num_classes)
+    except UserError as error:
+        raise UserError(f"{source}: {error}") from error
+
+
 def jsonable(value: Any) -> Any:
     """Tuples as lists, so a resolved recipe reads the same from TOML, JSON and Python."""
     if isinstance(value, (tuple, list)):
@@ -248,6 +264,7 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     if isinstance(config.get("plugins"), list):
         import_plugins(config["plugins"], path.parent)
     resolved = resolve(config, path.name)
+    check_buildable(resolved, path.name)
     chain = (*_chain, path)
     fallback = resolved["fallback"].get("recipe")
     if fallback:

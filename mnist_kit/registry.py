@@ -71,8 +71,11 @@ class Registry:
         name, kwargs = split_table(table, self.kind)
         try:
             return self.get(name)(**kwargs, **supplied)
-        except (TypeError, ValueError) as error:
-            raise UserError(f"{self.kind} {name!r} rejected its arguments {kwargs}: {error}") from error
+        except UserError:
+            raise
+        except Exception as error:  # the factory (or torch under it) refused these values: say which
+            raise UserError(f"{self.kind} {name!r} rejected its arguments {kwargs}: "
+                            f"{type(error).__name__}: {error}") from error
 
 
 def split_table(table: Mapping[str, Any] | str, kind: str) -> tuple[str, dict[str, Any]]:

@@ -1,7 +1,10 @@
 """The training loop, written out by hand: recipe in, run folder with weights and metadata out."""
 
 import random
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,13 +15,14 @@ from rich.console import Console
 from torch import nn
 
 from mnist_kit import export
+from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
-from mnist_kit.errors import UserError
+from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.evaluate import evaluate
 from mnist_kit.models import MODELS, count_parameters
 from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULERS
 from mnist_kit.progress import make_display
-from mnist_kit.recipe import Recipe, fallback_recipe
+from mnist_kit.recipe import Recipe, fallback_recipe, import_plugins
 
 
 @dataclass(frozen=True)
@@ -104,9 +108,45 @@ def build_model(config: dict, splits: Splits) -> nn.Module:
 def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
           quiet: bool = False, console: Console | None = None) -> RunResult:
     """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder."""
+    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console)
+
+
+def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bool = False,
+           console: Console | None = None) -> RunResult:
+    """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have."""
+    state = load_last(run_dir)
+    saved = state["recipe"]
+    recipe = Recipe(name=saved["name"], path=Path(saved["path"]), config=saved["config"],
+                    overrides=tuple(saved["overrides"]))
+    if recipe.config.get("plugins"):
+        import_plugins(recipe.config["plugins"], recipe.path.parent)
+    return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console)
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """Inside: SIGTERM stops training like Ctrl-C (KeyboardInterrupt), so both end at a clean epoch."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
+        run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
+        console: Console | None = None) -> RunResult:
+    """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
     console = console or Console()
     config = recipe.config
-    started, start_clock = datetime.now(UTC), time.perf_counter()
+    clock = time.perf_counter()
     splits = load_dataset(config["data"]["dataset"], data_dir)
     device = select_device(config["train"]["device"])
     generator = seed_everything(config["train"]["seed"])
@@ -123,25 +163,67 @@ def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path |
     scheduler = SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=epochs,
                                  steps_per_epoch=steps_per_epoch)
     loss_fn = LOSSES.build(config["train"]["loss"])
-    run_dir = new_run_dir(Path(out_dir), recipe.name)
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng(state["rng"], generator)
+        history, started, elapsed = state["history"], state["started"], state["elapsed"]
+    else:
+        run_dir = new_run_dir(out_dir, recipe.name)
+        history, started, elapsed = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0
 
-    history: list[dict] = []
     title = (f"{recipe.name}: {count_parameters(model):,} parameters, {len(train_y):,} training images, "
-             f"batch {batch_size}, epochs {epochs}, on {device}")
-    with make_display(console, quiet) as display:
-        display.start(title, epochs, steps_per_epoch)
-        for epoch in range(1, epochs + 1):
-            epoch_clock = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            train_loss, train_acc = train_epoch(model, train_x, train_y, batch_size, optimizer, scheduler,
-                                                loss_fn, generator, display)
-            test = evaluate(model, test_x, test_y, splits.num_classes)
-            history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                            "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
-                            "seconds": time.perf_counter() - epoch_clock})
-            display.epoch(history[-1])
+             f"batch {batch_size}, epochs {epochs}, on {device}"
+             + (f", resuming after epoch {len(history)}" if state else ""))
+    test = None
+    try:
+        with sigterm_as_interrupt(), make_display(console, quiet) as display:
+            display.start(title, epochs, steps_per_epoch)
+            for row in history:
+                display.epoch(row)
+            for epoch in range(len(history) + 1, epochs + 1):
+                epoch_clock = time.perf_counter()
+                lr = optimizer.param_groups[0]["lr"]
+                train_loss, train_acc = train_epoch(model, train_x, train_y, batch_size, optimizer, scheduler,
+                                                    loss_fn, generator, display)
+                test = evaluate(model, test_x, test_y, splits.num_classes)
+                history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                                "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
+                                "seconds": time.perf_counter() - epoch_clock})
+                display.epoch(history[-1])
+                save_last(run_dir, {
+                    "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng_state(generator), "history": history,
+                    "recipe": {"name": recipe.name, "path": str(recipe.path), "config": config,
+                               "overrides": list(recipe.overrides)},
+                    "started": started, "elapsed": elapsed + time.perf_counter() - clock})
+            if test is None:  # resumed after the last epoch: nothing trained, evaluate once
+                test = evaluate(model, test_x, test_y, splits.num_classes)
+            metadata = run_metadata(recipe, splits, model, device, history, test, data_dir, len(train_y),
+                                    started, elapsed + time.perf_counter() - clock)
+            export.save_weights(run_dir, model, config, test["accuracy"])
+            export.save_metadata(run_dir, metadata)
+    except KeyboardInterrupt:
+        raise interrupted(run_dir, len(history), epochs) from None
+    remove_last(run_dir)
+    return RunResult(run_dir=run_dir, recipe=recipe.name, test_accuracy=test["accuracy"], metadata=metadata)
 
-    metadata = {
+
+def interrupted(run_dir: Path, done: int, epochs: int) -> Interrupted:
+    """What to tell the user after Ctrl-C or SIGTERM; a run with no finished epoch leaves no folder."""
+    if done == 0 and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+        return Interrupted(f"interrupted before the first epoch ended; nothing was kept ({run_dir} removed)")
+    return Interrupted(f"interrupted: {run_dir}/last.pth keeps epoch {done} of {epochs}; "
+                       f"resume with: mnist-kit train --resume {run_dir}")
+
+
+def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch.device, history: list[dict],
+                 test: dict, data_dir, train_images: int, started: str, wall_seconds: float) -> dict:
+    """What a stranger needs to rerun and judge the run."""
+    config = recipe.config
+    return {
         "recipe_name": recipe.name,
         "recipe_path": str(recipe.path),
         "overrides": list(recipe.overrides),
@@ -153,7 +235,8 @@ def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path |
         "input_shape": list(splits.input_shape),
         "classes": splits.classes,
         "data": {"dataset": splits.name, "root": str(data_root(data_dir).resolve()), "files": splits.files,
-                 "train_images": len(train_y), "test_images": len(test_y), "mean": splits.mean, "std": splits.std},
+                 "train_images": train_images, "test_images": len(splits.test_labels), "mean": splits.mean,
+                 "std": splits.std},
         "history": history,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
@@ -162,17 +245,19 @@ def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path |
         "versions": export.versions(),
         "git_commit": export.git_commit(),
         "command": export.command_line(),
-        "started": started.isoformat(timespec="seconds"),
-        "wall_seconds": time.perf_counter() - start_clock,
+        "started": started,
+        "wall_seconds": wall_seconds,
     }
-    export.save_weights(run_dir, model, config, test["accuracy"])
-    export.save_metadata(run_dir, metadata)
-    return RunResult(run_dir=run_dir, recipe=recipe.name, test_accuracy=test["accuracy"], metadata=metadata)
 
 
-def train_with_fallback(recipe: Recipe, **options) -> list[RunResult]:
-    """Train `recipe`; while a run falls short of its [fallback] threshold, train the fallback recipe too."""
-    results = [train(recipe, **options)]
+def train_with_fallback(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
+                        **options) -> list[RunResult]:
+    """Train `recipe` (or resume a run); while a run falls short of its [fallback] threshold, train the next."""
+    if resume_dir:
+        results = [resume(resume_dir, **{k: v for k, v in options.items() if k != "out_dir"})]
+    else:
+        results = [train(recipe, **options)]
+    recipe = load_recipe_of(results[-1]) if resume_dir else recipe
     while (threshold := recipe.config["fallback"].get("min_test_accuracy")) is not None:
         if results[-1].test_accuracy >= threshold:
             break
@@ -182,3 +267,10 @@ def train_with_fallback(recipe: Recipe, **options) -> list[RunResult]:
                       f"{threshold:.2%}: training {recipe.name} instead.", highlight=False)
         results.append(train(recipe, **options))
     return results
+
+
+def load_recipe_of(result: RunResult) -> Recipe:
+    """The (resolved) recipe a finished run was trained with."""
+    meta = result.metadata
+    return Recipe(name=meta["recipe_name"], path=Path(meta["recipe_path"]), config=meta["recipe"],
+                  overrides=tuple(meta["overrides"]))
