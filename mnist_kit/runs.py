@@ -60,25 +60,33 @@ def find_run(path: Path | str) -> Run:
     return Run(run_dir=run_dir, weights=weights, metadata=metadata)
 
 
-def load_weights(run: Run) -> dict:
-    """The run's state dict: its weights file, falling back to model.pth if a .safetensors will not load."""
+def load_weights(run: Run) -> tuple[dict, Path]:
+    """The run's state dict and the file it came from: model.pth stands in for a .safetensors that won't load."""
     try:
-        return load_state_dict(run.weights)
-    except UserError:
+        return load_state_dict(run.weights), run.weights
+    except UserError as first:
         fallback = run.run_dir / PTH
-        if run.weights.suffix == ".safetensors" and fallback.is_file():
-            return load_state_dict(fallback)
-        raise
+        if run.weights.suffix != ".safetensors" or not fallback.is_file():
+            raise
+        try:
+            return load_state_dict(fallback), fallback
+        except UserError as second:
+            raise UserError(f"{first}; and the fallback {second}") from second
 
 
 def build_run_model(run: Run) -> nn.Module:
     """The run's model rebuilt from its recipe through the registries, with its trained weights, in eval mode."""
+    return build_run_model_from(run)[0]
+
+
+def build_run_model_from(run: Run) -> tuple[nn.Module, Path]:
+    """The run's model with its trained weights, in eval mode, and the weights file actually used."""
     recipe = run.recipe
     if recipe.get("plugins"):
         import_plugins(recipe["plugins"], Path(run.metadata.get("recipe_path", run.run_dir)).parent)
     model = MODELS.build(recipe["model"], input_shape=tuple(run.metadata["input_shape"]),
                          num_classes=len(run.classes))
-    state = load_weights(run)
+    state, used = load_weights(run)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -88,9 +96,9 @@ def build_run_model(run: Run) -> nn.Module:
         parts = [f"missing {', '.join(missing[:5])}" if missing else "",
                  f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
                  f"shape differs: {'; '.join(reshaped[:5])}" if reshaped else ""]
-        raise UserError(f"{run.weights} does not fit the recipe's model: " + "; ".join(p for p in parts if p))
+        raise UserError(f"{used} does not fit the recipe's model: " + "; ".join(p for p in parts if p))
     model.load_state_dict(state)
-    return model.eval()
+    return model.eval(), used
 
 
 def run_dataset(run: Run, data_dir: Path | str | None = None) -> Splits:
@@ -106,9 +114,9 @@ def outputs_on_test_split(model: nn.Module, splits: Splits) -> torch.Tensor:
 def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True) -> dict:
     """Evaluate a run's weights on the test split; the report also goes to RUN/eval.json unless write=False."""
     run = find_run(path)
-    model = build_run_model(run)
+    model, weights = build_run_model_from(run)
     splits = run_dataset(run, data_dir)
-    report = {"run": str(run.run_dir), "weights": str(run.weights), "dataset": splits.name,
+    report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name,
               "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
               **full_report(outputs_on_test_split(model, splits), splits.test_labels, splits.classes)}
     if write:

@@ -176,7 +176,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     title = (f"{recipe.name}: {count_parameters(model):,} parameters, {len(train_y):,} training images, "
              f"batch {batch_size}, epochs {epochs}, on {device}"
              + (f", resuming after epoch {len(history)}" if state else ""))
-    test = None
+    test, kept = None, len(history)  # kept: epochs safe in last.pth
     try:
         with sigterm_as_interrupt(), make_display(console, quiet) as display:
             display.start(title, epochs, steps_per_epoch)
@@ -191,13 +191,14 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                 history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                                 "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
                                 "seconds": time.perf_counter() - epoch_clock})
-                display.epoch(history[-1])
                 save_last(run_dir, {
                     "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(), "rng": rng_state(generator), "history": history,
                     "recipe": {"name": recipe.name, "path": str(recipe.path), "config": config,
                                "overrides": list(recipe.overrides)},
                     "started": started, "elapsed": elapsed + time.perf_counter() - clock})
+                kept = epoch
+                display.epoch(history[-1])  # shown once it is safe on disk
             if test is None:  # resumed after the last epoch: nothing trained, evaluate once
                 test = evaluate(model, test_x, test_y, splits.num_classes)
             metadata = run_metadata(recipe, splits, model, device, history, test, data_dir, len(train_y),
@@ -205,7 +206,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
             export.save_weights(run_dir, model, config, test["accuracy"])
             export.save_metadata(run_dir, metadata)
     except KeyboardInterrupt:
-        raise interrupted(run_dir, len(history), epochs) from None
+        raise interrupted(run_dir, kept, epochs) from None
     remove_last(run_dir)
     return RunResult(run_dir=run_dir, recipe=recipe.name, test_accuracy=test["accuracy"], metadata=metadata)
 
