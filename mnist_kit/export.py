@@ -101,4 +101,5 @@ def git_commit() -> str | None:
 
 def command_line() -> list[str]:
     """How this process was started."""
-    return [Path(sys.argv[0]).name, *sys.argv[1:]]
+    program = Path(sys.argv[0]).name
+    return ["mnist-kit" if program == "__main__.py" else program, *sys.argv[1:]]
