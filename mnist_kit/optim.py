@@ -16,25 +16,34 @@ SCHEDULERS = Registry("scheduler")
 LOSSES = Registry("loss")
 
 
+def fused(params: list) -> bool | None:
+    """Use torch's fused kernel (one call for every tensor: same math, far less per-step overhead) where it has one."""
+    return True if params and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params) else None
+
+
 @OPTIMIZERS.register("adam")
 def adam(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.0,
          eps: float = 1e-8) -> optim.Optimizer:
     """Adam with L2 weight decay added to the gradient (as torch.optim.Adam does)."""
-    return optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+    params = list(params)
+    return optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps, fused=fused(params))
 
 
 @OPTIMIZERS.register("adamw")
 def adamw(params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), weight_decay: float = 0.01,
           eps: float = 1e-8) -> optim.Optimizer:
     """AdamW: weight decay applied to the weights directly, not through the gradient."""
-    return optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps)
+    params = list(params)
+    return optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, eps=eps, fused=fused(params))
 
 
 @OPTIMIZERS.register("sgd")
 def sgd(params, lr: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
         weight_decay: float = 0.0) -> optim.Optimizer:
     """Stochastic gradient descent with (optionally Nesterov) momentum."""
-    return optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay)
+    params = list(params)
+    return optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                     fused=fused(params))
 
 
 @OPTIMIZERS.register("adadelta")

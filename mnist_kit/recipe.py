@@ -32,6 +32,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "device": ((str,), "auto", (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v),
                                     "must be auto, cpu, cuda, cuda:N or mps")),
         "loss": ((str, dict), "nll", None),
+        "precision": ((str,), "fp32", (lambda v: v in ("fp32", "bf16", "auto"), "must be fp32, bf16 or auto")),
     },
     "fallback": {
         "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),

@@ -4,7 +4,7 @@ import random
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -50,6 +50,31 @@ def select_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX); elsewhere bf16 would be emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """'auto' is bf16 where the device computes it natively (recent CUDA GPUs, bf16 CPUs), else fp32."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast to bfloat16 (matrix products and convolutions; the rest stays float32), or nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return the generator that orders the training batches."""
     random.seed(seed)
@@ -77,8 +102,12 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                 optimizer: torch.optim.Optimizer, scheduler, loss_fn, generator: torch.Generator,
-                display) -> tuple[float, float]:
-    """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way."""
+                display, precision: str = "fp32") -> tuple[float, float]:
+    """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way.
+
+    Autocast wraps each forward pass alone: a longer region would keep reusing its cached bf16 copy of the
+    weights from before the optimizer changed them.
+    """
     model.train()
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
@@ -86,8 +115,9 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
     for step, index in enumerate(batch_order(len(labels), batch_size, generator), start=1):
         index = index.to(images.device, non_blocking=True)
         x, y = images[index], labels[index]
-        output = model(x)
-        loss = loss_fn(output, y)
+        with precision_context(precision, images.device):
+            output = model(x)
+            loss = loss_fn(output, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
