@@ -56,3 +56,44 @@ def mlp(
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+@MODELS.register("cnn_example")
+def cnn_example(input_shape: Sequence[int], num_classes: int, dropout_conv: float = 0.25,
+                dropout_fc: float = 0.5, hidden: int = 128) -> nn.Sequential:
+    """PyTorch's MNIST example network: two 3x3 convolutions (32, 64), max-pool, dropout, fc 128, dropout."""
+    channels, height, width = input_shape
+    flat = 64 * ((height - 4) // 2) * ((width - 4) // 2)
+    return nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(channels, 32, 3), relu1=nn.ReLU(), conv2=nn.Conv2d(32, 64, 3), relu2=nn.ReLU(),
+        pool=nn.MaxPool2d(2), dropout1=nn.Dropout(dropout_conv), flatten=nn.Flatten(),
+        fc1=nn.Linear(flat, hidden), relu3=nn.ReLU(), dropout2=nn.Dropout(dropout_fc),
+        fc2=nn.Linear(hidden, num_classes), log_softmax=nn.LogSoftmax(dim=1)))
+
+
+@MODELS.register("convnet")
+def convnet(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] = (32, 64, 128),
+            convs_per_stage: int = 2, dropout: float = 0.0, pool: str = "max") -> nn.Sequential:
+    """A BatchNorm CNN: per stage `convs_per_stage` x (3x3 conv, BatchNorm, ReLU), then 2x2 max-pool
+    (none after the last stage); then global `pool` ("max" or "avg"), dropout and one linear layer (logits)."""
+    if not widths or any(not isinstance(w, int) or w < 1 for w in widths) or convs_per_stage < 1:
+        raise ValueError(f"widths must list positive channel counts and convs_per_stage >= 1, got {widths}")
+    if pool not in ("max", "avg") or not 0 <= dropout < 1:
+        raise ValueError(f"pool must be max or avg and dropout in [0, 1), got {pool!r} and {dropout}")
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    channels = input_shape[0]
+    for stage, width in enumerate(widths, start=1):
+        for conv in range(1, convs_per_stage + 1):
+            name = f"{stage}_{conv}"
+            layers[f"conv{name}"] = nn.Conv2d(channels, width, 3, padding=1, bias=False)
+            layers[f"bn{name}"] = nn.BatchNorm2d(width)
+            layers[f"relu{name}"] = nn.ReLU(inplace=True)
+            channels = width
+        if stage < len(widths):
+            layers[f"pool{stage}"] = nn.MaxPool2d(2)
+    layers["global_pool"] = nn.AdaptiveMaxPool2d(1) if pool == "max" else nn.AdaptiveAvgPool2d(1)
+    layers["flatten"] = nn.Flatten()
+    if dropout:
+        layers["dropout"] = nn.Dropout(dropout)
+    layers["fc"] = nn.Linear(channels, num_classes)
+    return nn.Sequential(layers)

@@ -140,7 +140,7 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
         figures["classes"] = classes_figure(class_counts(splits.train_labels, len(classes)),
                                             class_counts(splits.test_labels, len(classes)), classes)
     if set(kinds) & {"predictions", "confusion"}:
-        outputs = outputs_on_test_split(build_run_model(run), splits)
+        outputs = outputs_on_test_split(run, build_run_model(run), splits)
         confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
         labels = splits.test_labels
     if "predictions" in kinds:

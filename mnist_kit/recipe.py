@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mnist_kit.augment import AUGMENTATIONS
 from mnist_kit.data import DATASET_SHAPES, DATASETS
 from mnist_kit.errors import UserError
 from mnist_kit.models import MODELS
@@ -33,6 +34,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
                                     "must be auto, cpu, cuda, cuda:N or mps")),
         "loss": ((str, dict), "nll", None),
         "precision": ((str,), "fp32", (lambda v: v in ("fp32", "bf16", "auto"), "must be fp32, bf16 or auto")),
+        "ema": ((int, float), 0.0, (lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns it off)")),
+        "channels_last": ((bool,), False, None),
     },
     "fallback": {
         "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),
@@ -48,7 +51,7 @@ SUPPLIED = {
     "scheduler": ("optimizer", "epochs", "steps_per_epoch"),
     "loss": (),
 }
-TOP_LEVEL = {"description": (str,), "plugins": (list,)}
+TOP_LEVEL = {"description": (str,), "plugins": (list,), "augment": (list,)}
 BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
 
 
@@ -164,13 +167,13 @@ def import_plugins(plugins: list[str], base: Path) -> None:
 
 def type_error(where: str, value: Any, types: tuple[type, ...]) -> UserError:
     names = " or ".join({str: "a string", int: "an integer", float: "a number", list: "a list",
-                         dict: "a table"}[t] for t in types)
+                         dict: "a table", bool: "true or false"}[t] for t in types)
     return UserError(f"{where}: expected {names}, got {value!r}")
 
 
 def check_value(where: str, value: Any, types: tuple[type, ...], rule: tuple | None) -> None:
     """Raise UserError if `value` has the wrong type (bool is not a number) or breaks its rule."""
-    if isinstance(value, bool) or not isinstance(value, types):
+    if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
         raise type_error(where, value, types)
     if rule and not rule[0](value):
         raise UserError(f"{where} {rule[1]}, got {value!r}")
@@ -190,6 +193,8 @@ def resolve(config: dict, source: str) -> dict:
             resolved[key] = config[key]
     resolved.setdefault("description", "")
     resolved.setdefault("plugins", [])
+    resolved["augment"] = [resolve_factory(table, AUGMENTATIONS, ("fill",), f"{source}: [[augment]] {i + 1}")
+                           for i, table in enumerate(resolved.get("augment", []))]
     for section, fields in SCHEMA.items():
         given = config.get(section, {})
         if not isinstance(given, dict):
@@ -241,6 +246,8 @@ def check_buildable(config: dict, source: str) -> None:
         SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=config["train"]["epochs"],
                          steps_per_epoch=1)
         LOSSES.build(config["train"]["loss"])
+        for table in config["augment"]:
+            AUGMENTATIONS.build(table, fill=0.0)
         if config["data"]["dataset"] in DATASET_SHAPES:
             input_shape, num_classes = DATASET_SHAPES[config["data"]["dataset"]]
             MODELS.build(config["model"], input_shape=input_shape, num_classes=num_classes)

@@ -9,6 +9,7 @@ from torch import nn
 
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import Splits, load_dataset, normalize
+from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
 from mnist_kit.evaluate import full_report, predict_logits
 from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
@@ -106,9 +107,10 @@ def run_dataset(run: Run, data_dir: Path | str | None = None) -> Splits:
     return load_dataset(run.metadata["data"]["dataset"], data_dir)
 
 
-def outputs_on_test_split(model: nn.Module, splits: Splits) -> torch.Tensor:
-    """The model's outputs on the whole test split, normalized as in training."""
-    return predict_logits(model, normalize(splits.test_images, splits.mean, splits.std))
+def outputs_on_test_split(run: Run, model: nn.Module, splits: Splits) -> torch.Tensor:
+    """The model's outputs on the whole test split, normalized and in the precision of its training."""
+    with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
+        return predict_logits(model, normalize(splits.test_images, splits.mean, splits.std))
 
 
 def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True) -> dict:
@@ -118,7 +120,7 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
     splits = run_dataset(run, data_dir)
     report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name,
               "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
-              **full_report(outputs_on_test_split(model, splits), splits.test_labels, splits.classes)}
+              **full_report(outputs_on_test_split(run, model, splits), splits.test_labels, splits.classes)}
     if write:
         write_json_atomic(run.run_dir / EVAL_JSON, report)
     return report

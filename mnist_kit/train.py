@@ -4,7 +4,7 @@ import random
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,10 +13,13 @@ import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist_kit import export
+from mnist_kit.augment import AUGMENTATIONS
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
+from mnist_kit.device import precision_context, resolve_precision, select_device
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.evaluate import evaluate
 from mnist_kit.models import MODELS, count_parameters
@@ -33,46 +36,6 @@ class RunResult:
     recipe: str
     test_accuracy: float
     metadata: dict
-
-
-def select_device(requested: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; a named device must be available."""
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"train.device = {requested!r} but CUDA is not available here; use auto or cpu")
-    if requested == "mps" and not torch.backends.mps.is_available():
-        raise UserError("train.device = 'mps' but MPS is not available here; use auto or cpu")
-    return torch.device(requested)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX); elsewhere bf16 would be emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(requested: str, device: torch.device) -> str:
-    """'auto' is bf16 where the device computes it natively (recent CUDA GPUs, bf16 CPUs), else fp32."""
-    if requested != "auto":
-        return requested
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
-
-
-def precision_context(precision: str, device: torch.device):
-    """Autocast to bfloat16 (matrix products and convolutions; the rest stays float32), or nothing."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -102,11 +65,10 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                 optimizer: torch.optim.Optimizer, scheduler, loss_fn, generator: torch.Generator,
-                display, precision: str = "fp32") -> tuple[float, float]:
+                display, precision: str = "fp32", augment=(), ema=None) -> tuple[float, float]:
     """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way.
 
-    Autocast wraps each forward pass alone: a longer region would keep reusing its cached bf16 copy of the
-    weights from before the optimizer changed them.
+    Each batch is augmented as a whole (tensor ops on the device); `ema`, if given, follows every step.
     """
     model.train()
     loss_sum = torch.zeros((), device=images.device)
@@ -115,6 +77,10 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
     for step, index in enumerate(batch_order(len(labels), batch_size, generator), start=1):
         index = index.to(images.device, non_blocking=True)
         x, y = images[index], labels[index]
+        if augment:
+            with torch.no_grad():
+                for transform in augment:
+                    x = transform(x)
         with precision_context(precision, images.device):
             output = model(x)
             loss = loss_fn(output, y)
@@ -122,6 +88,8 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
         loss_sum += loss.detach() * len(y)
         correct += (output.detach().argmax(dim=1) == y).sum()
         seen += len(y)
@@ -188,15 +156,31 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     batch_size, epochs = config["data"]["batch_size"], config["train"]["epochs"]
     steps_per_epoch = -(-len(train_y) // batch_size)
 
+    precision = resolve_precision(config["train"]["precision"], device)
     model = build_model(config, splits).to(device)
+    if config["train"]["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+        train_x, test_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, test_x))
     optimizer = OPTIMIZERS.build(config["optimizer"], params=model.parameters())
     scheduler = SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=epochs,
                                  steps_per_epoch=steps_per_epoch)
     loss_fn = LOSSES.build(config["train"]["loss"])
+    blank = (0.0 - splits.mean) / splits.std  # a normalized empty pixel: what augmentations shift in
+    augment = [AUGMENTATIONS.build(table, fill=blank) for table in config["augment"]]
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["train"]["ema"]), use_buffers=True)
+           if config["train"]["ema"] else None)
+    final = ema.module if ema else model  # what is evaluated and exported
+
+    def evaluate_final() -> dict:
+        with precision_context(precision, device):
+            return evaluate(final, test_x, test_y, splits.num_classes)
+
     if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if ema:
+            ema.load_state_dict(state["ema"])
         restore_rng(state["rng"], generator)
         history, started, elapsed = state["history"], state["started"], state["elapsed"]
     else:
@@ -216,24 +200,25 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                 epoch_clock = time.perf_counter()
                 lr = optimizer.param_groups[0]["lr"]
                 train_loss, train_acc = train_epoch(model, train_x, train_y, batch_size, optimizer, scheduler,
-                                                    loss_fn, generator, display)
-                test = evaluate(model, test_x, test_y, splits.num_classes)
+                                                    loss_fn, generator, display, precision, augment, ema)
+                test = evaluate_final()
                 history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                                 "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
                                 "seconds": time.perf_counter() - epoch_clock})
                 save_last(run_dir, {
                     "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "rng": rng_state(generator), "history": history,
+                    "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
+                    "rng": rng_state(generator), "history": history,
                     "recipe": {"name": recipe.name, "path": str(recipe.path), "config": config,
                                "overrides": list(recipe.overrides)},
                     "started": started, "elapsed": elapsed + time.perf_counter() - clock})
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
             if test is None:  # resumed after the last epoch: nothing trained, evaluate once
-                test = evaluate(model, test_x, test_y, splits.num_classes)
-            metadata = run_metadata(recipe, splits, model, device, history, test, data_dir, len(train_y),
-                                    started, elapsed + time.perf_counter() - clock)
-            export.save_weights(run_dir, model, config, test["accuracy"])
+                test = evaluate_final()
+            metadata = run_metadata(recipe, splits, final, device, precision, history, test, data_dir,
+                                    len(train_y), started, elapsed + time.perf_counter() - clock)
+            export.save_weights(run_dir, final, config, test["accuracy"])
             export.save_metadata(run_dir, metadata)
     except KeyboardInterrupt:
         raise interrupted(run_dir, kept, epochs) from None
@@ -250,8 +235,9 @@ def interrupted(run_dir: Path, done: int, epochs: int) -> Interrupted:
                        f"resume with: mnist-kit train --resume {run_dir}")
 
 
-def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch.device, history: list[dict],
-                 test: dict, data_dir, train_images: int, started: str, wall_seconds: float) -> dict:
+def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch.device, precision: str,
+                 history: list[dict], test: dict, data_dir, train_images: int, started: str,
+                 wall_seconds: float) -> dict:
     """What a stranger needs to rerun and judge the run."""
     config = recipe.config
     return {
@@ -261,6 +247,7 @@ def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch
         "recipe": config,
         "seed": config["train"]["seed"],
         "device": str(device),
+        "precision": precision,
         "threads": torch.get_num_threads(),
         "parameters": count_parameters(model),
         "input_shape": list(splits.input_shape),

@@ -1,0 +1,52 @@
+"""Where and in what precision the numbers are computed: device selection and bfloat16 autocast."""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from mnist_kit.errors import UserError
+
+
+def select_device(requested: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; a named device must be available."""
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"train.device = {requested!r} but CUDA is not available here; use auto or cpu")
+    if requested == "mps" and not torch.backends.mps.is_available():
+        raise UserError("train.device = 'mps' but MPS is not available here; use auto or cpu")
+    return torch.device(requested)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX); elsewhere bf16 would be emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: torch.device) -> str:
+    """'auto' is bf16 where the device computes it natively (recent CUDA GPUs, bf16 CPUs), else fp32."""
+    if requested != "auto":
+        return requested
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast to bfloat16 (matrix products and convolutions; the rest stays float32), or nothing.
+
+    Wrap each forward pass alone while training: a longer region keeps reusing its cached bf16 copy of
+    weights the optimizer has since changed.
+    """
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
