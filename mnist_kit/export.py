@@ -1,6 +1,8 @@
 """Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
 
 import json
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 import pickle
 import platform
 import subprocess
@@ -10,7 +12,6 @@ from pathlib import Path
 import numpy
 import safetensors.torch
 import torch
-import torchvision
 from torch import nn
 
 import mnist_kit
@@ -80,10 +81,18 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return ckpt["model_state_dict"]
 
 
+def package_version(name: str) -> str | None:
+    """An installed package's version without importing it (torchvision takes seconds to import)."""
+    try:
+        return installed_version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def versions() -> dict[str, str]:
     """Versions of what produced a run."""
     return {"mnist_kit": mnist_kit.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "platform": platform.platform()}
+            "torchvision": package_version("torchvision"), "numpy": numpy.__version__, "platform": platform.platform()}
 
 
 def git_commit() -> str | None:
