@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train eval plot docs need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs bench need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -21,6 +21,7 @@ help:
 	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: the newest)"
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
+	@echo "make bench                                                    loop speed vs the reference, and the fast recipe's speedrun"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -50,8 +51,13 @@ plot: $(STAMP) need-run
 docs: $(STAMP) need-run
 	$(PY) docs/make_docs.py $(RUN)
 
+bench: $(STAMP)
+	$(CLI) data fetch
+	$(PY) bench/loop.py
+	$(PY) bench/speedrun.py --recipe fast
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check mnist_kit tests docs
+	$(VENV)/bin/ruff check mnist_kit tests docs bench
 
 test: $(STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)

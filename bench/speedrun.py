@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mnist_kit.fetch import fetch_mnist
 from mnist_kit.data import data_root
+from mnist_kit.fetch import fetch_mnist
 
 
 def one_run(recipe: str, seed: int, out: Path, extra: list[str]) -> tuple[float, float]:

@@ -86,9 +86,13 @@ def normalize(images: torch.Tensor, mean: float, std: float, device: torch.devic
     return x.sub_(mean_t).div_(std_t)
 
 
-def batch_order(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Index tensors of one shuffled epoch: a seeded permutation in slices (the last may be short)."""
-    permutation = torch.randperm(n, generator=generator)
+def batch_order(n: int, batch_size: int, generator: torch.Generator,
+                device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
+    """Index tensors of one shuffled epoch: a seeded permutation in slices (the last may be short).
+
+    The permutation is drawn on the CPU (the same order on every device) and moved to `device` once per epoch.
+    """
+    permutation = torch.randperm(n, generator=generator).to(device)
     return iter(permutation.split(batch_size))
 
 

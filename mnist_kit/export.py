@@ -1,12 +1,12 @@
 """Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
 
 import json
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as installed_version
 import pickle
 import platform
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import numpy

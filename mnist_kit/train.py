@@ -74,8 +74,7 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     seen = 0
-    for step, index in enumerate(batch_order(len(labels), batch_size, generator), start=1):
-        index = index.to(images.device, non_blocking=True)
+    for step, index in enumerate(batch_order(len(labels), batch_size, generator, images.device), start=1):
         x, y = images[index], labels[index]
         if augment:
             with torch.no_grad():

@@ -57,10 +57,17 @@ def without_seconds(history):
     return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
-@pytest.mark.parametrize("signals", [[signal.SIGINT], [signal.SIGTERM, signal.SIGINT]],
-                         ids=["sigint", "sigterm+sigint"])
-def test_resume_ends_exactly_as_the_uninterrupted_run(tmp_path, data_root, signals):
-    recipe_path = write_recipe(tmp_path / "resumable.toml", RECIPE)
+# A CNN with batched augmentation (global RNG), weight EMA (its own state) and bf16 autocast where available.
+CNN_RECIPE = ('[[augment]]\nname = "affine"\n' + RECIPE.replace("limit = 8000", "limit = 3000")
+              .replace('name = "mlp"', 'name = "convnet"\nwidths = [8, 16]\nconvs_per_stage = 1\nstem_stride = 2')
+              .replace('device = "cpu"', 'device = "cpu"\nloss = "cross_entropy"\nema = 0.9\nprecision = "auto"'))
+
+
+@pytest.mark.parametrize("signals, recipe", [([signal.SIGINT], RECIPE), ([signal.SIGTERM, signal.SIGINT], RECIPE),
+                                             ([signal.SIGINT], CNN_RECIPE)],
+                         ids=["sigint", "sigterm+sigint", "cnn-augment-ema"])
+def test_resume_ends_exactly_as_the_uninterrupted_run(tmp_path, data_root, signals, recipe):
+    recipe_path = write_recipe(tmp_path / "resumable.toml", recipe)
     env = {**os.environ, "MNIST_KIT_DATA": str(data_root)}
     out = tmp_path / "runs"
 

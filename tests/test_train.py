@@ -69,3 +69,23 @@ def test_no_fallback_when_good_enough(tmp_path):
                         + '[fallback]\nmin_test_accuracy = 0.5\nrecipe = "baseline"\n')
     results = train_with_fallback(load_recipe(path), out_dir=tmp_path / "runs", **quiet)
     assert [r.recipe for r in results] == ["fine"]
+
+
+CNN = (QUICK.replace('name = "mlp"', 'name = "convnet"\nwidths = [8, 16]\nconvs_per_stage = 1\nstem_stride = 2')
+       .replace('[optimizer]\nname = "adam"', '[optimizer]\nname = "adamw"')
+       .replace('device = "cpu"', 'device = "cpu"\nloss = "cross_entropy"\nema = 0.9\nprecision = "auto"\n'
+                                  'channels_last = true'))
+AUGMENTED = '[[augment]]\nname = "affine"\ndegrees = 10\n\n' + CNN
+
+
+def test_cnn_with_augmentation_ema_and_bf16_learns_and_evaluates_the_same(tmp_path):
+    from mnist_kit.runs import evaluate_run
+
+    recipe = load_recipe(write_recipe(tmp_path / "cnn.toml", AUGMENTED))
+    assert recipe.config["augment"] == [{"name": "affine", "degrees": 10, "scale": 0.1, "shift": 2.0, "shear": 0.0,
+                                         "p": 1.0}]
+    result = train(recipe, out_dir=tmp_path / "runs", **quiet)
+    assert result.test_accuracy > 0.85
+    assert result.metadata["precision"] in ("bf16", "fp32")
+    assert "n_averaged" not in load_state_dict(result.run_dir / "model.safetensors")  # the EMA's module, unwrapped
+    assert evaluate_run(result.run_dir, write=False)["accuracy"] == result.test_accuracy
