@@ -190,6 +190,66 @@ def predict_command(
         raise typer.Exit(2)
 
 
+@app.command("sweep")
+@user_errors
+def sweep_command(
+    sweep_file: Annotated[Path, typer.Argument(help="A sweep .toml: base recipe, fixed [set] values, [grid] lists.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the points [default: runs/sweeps/NAME].")]
+    = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Points trained at once, in processes.")] = 1,
+    data_dir: DataDir = None,
+):
+    """Train every point of a grid over a base recipe; finished points are skipped, interrupted ones resumed."""
+    from mnist_kit.sweep import best_point, run_sweep
+
+    def progress(row: dict) -> None:
+        result = f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else f"failed: {row['error']}"
+        console.print(f"point {row['point']}: {result} ({row['status']})", highlight=False, soft_wrap=True)
+
+    rows, folder = run_sweep(sweep_file, out, data_dir, workers, on_row=progress)
+    keys = [k for k in rows[0] if k not in ("point", "test_accuracy", "seconds", "run", "status", "error")]
+    best = best_point(rows)
+    table = Table("point", *keys, "test accuracy", "seconds", "", title=f"sweep {sweep_file}")
+    for row in rows:
+        table.add_row(str(row["point"]), *(str(row.get(k)) for k in keys),
+                      f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else "[red]failed[/red]",
+                      f"{row['seconds']:.0f}" if "seconds" in row else "", "best" if row is best else "")
+    console.print(table)
+    console.print(f"Wrote {folder}/summary.csv and summary.png" + (f"; best: {best['run']}" if best else ""),
+                  highlight=False, soft_wrap=True)
+    if any("error" in row for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+@user_errors
+def serve_command(run: RunPath,
+                  port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8000,
+                  host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1"):
+    """A local page to draw a digit and see the model's top 3 as you draw (Ctrl-C stops it)."""
+    from mnist_kit.serve import make_server
+
+    server = make_server(run, host, port)
+    console.print(f"Serving {run} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", highlight=False,
+                  soft_wrap=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        console.print("stopped")
+    finally:
+        server.server_close()
+
+
+@app.command("export")
+@user_errors
+def export_command(run: RunPath,
+                   fmt: Annotated[str, typer.Option("--format", help="Format to write: onnx.")] = "onnx"):
+    """Write a run's model in another format: RUN/model.onnx (dynamic batch) for onnxruntime and friends."""
+    from mnist_kit.runs import export_run
+
+    console.print(f"Wrote {export_run(run, fmt)}", highlight=False, soft_wrap=True)
+
+
 @data_app.command("fetch")
 @user_errors
 def data_fetch(dataset: Annotated[str, typer.Option(help="Data set name.")] = "mnist", data_dir: DataDir = None):

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import torch
 
-from mnist_kit.fetch import MNIST_FILES, fetch_mnist, read_idx
+from mnist_kit.fetch import FASHION_FILES, MNIST_FILES, fetch_fashion_mnist, fetch_mnist, read_idx
 from mnist_kit.registry import Registry
 
 DATASETS = Registry("dataset")
 # (input shape, classes) of each data set, so a recipe's model can be checked before any data is fetched
-DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {"mnist": ((1, 28, 28), 10)}
+DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {"mnist": ((1, 28, 28), 10),
+                                                                "fashion-mnist": ((1, 28, 28), 10)}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
 DATA_ENV = "MNIST_KIT_DATA"
 
 
@@ -70,6 +73,34 @@ def mnist(root: Path) -> Splits:
         mean=0.1307,  # the reference pipeline's constants (pixels / 255 over the training set)
         std=0.3081,
         files=file_records(raw, MNIST_FILES),
+    )
+
+
+def pixel_statistics(images: torch.Tensor) -> tuple[float, float]:
+    """Mean and standard deviation of uint8 pixels scaled to [0, 1], exact (integer sums, no float drift)."""
+    values = images.to(torch.int64)
+    count = values.numel()
+    total, squares = values.sum().item(), (values * values).sum().item()
+    mean = total / count / 255
+    return mean, (squares / count / 255**2 - mean**2) ** 0.5
+
+
+@DATASETS.register("fashion-mnist")
+def fashion_mnist(root: Path) -> Splits:
+    """Fashion-MNIST: 28x28 grey clothing images in 10 classes, normalized with its own training statistics."""
+    raw = fetch_fashion_mnist(root)
+    train_images = tensor(read_idx(raw / "train-images-idx3-ubyte"))
+    mean, std = pixel_statistics(train_images)  # 0.2860, 0.3530
+    return Splits(
+        name="fashion-mnist",
+        classes=FASHION_CLASSES,
+        train_images=train_images,
+        train_labels=tensor(read_idx(raw / "train-labels-idx1-ubyte")).long(),
+        test_images=tensor(read_idx(raw / "t10k-images-idx3-ubyte")),
+        test_labels=tensor(read_idx(raw / "t10k-labels-idx1-ubyte")).long(),
+        mean=mean,
+        std=std,
+        files=file_records(raw, FASHION_FILES),
     )
 
 

@@ -1,10 +1,12 @@
 """Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
 
+import io
 import json
 import pickle
 import platform
 import subprocess
 import sys
+import warnings
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as installed_version
 from pathlib import Path
@@ -112,3 +114,18 @@ def command_line() -> list[str]:
     """How this process was started."""
     program = Path(sys.argv[0]).name
     return ["mnist-kit" if program == "__main__.py" else program, *sys.argv[1:]]
+
+
+def save_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
+    """The model (in eval mode) as ONNX with a dynamic batch dimension: input 'image', output 'scores'."""
+    buffer = io.BytesIO()
+    model.eval()
+    try:
+        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.onnx.export(model, (torch.zeros(1, *input_shape),), buffer, dynamo=False, input_names=["image"],
+                              output_names=["scores"], dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
+                              opset_version=17)
+    except ModuleNotFoundError as error:
+        raise UserError(f"ONNX export needs the onnx extra: pip install -e '.[onnx]' ({error})") from error
+    return write_bytes_atomic(path, buffer.getvalue())

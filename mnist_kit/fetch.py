@@ -199,3 +199,65 @@ MNIST_SOURCES: list[Source] = [
 def fetch_mnist(root: Path) -> Path:
     """Ensure `root/MNIST/raw/` holds the four verified MNIST files; returns that folder."""
     return ensure_files(Path(root) / "MNIST" / "raw", MNIST_FILES, MNIST_SOURCES)
+
+
+# ---------------------------------------------------------------- Fashion-MNIST
+
+# The four uncompressed IDX files as Debian's dataset-fashion-mnist package ships them (apt checks the package's
+# signature); torchvision's download is checked by its own MD5s of the .gz files, then by these.
+FASHION_FILES = {
+    "train-images-idx3-ubyte": (47040016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+    "train-labels-idx1-ubyte": (60008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+    "t10k-images-idx3-ubyte": (7840016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+    "t10k-labels-idx1-ubyte": (10008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+}
+FASHION_DEB = "dataset-fashion-mnist"
+FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def gunzip_all(folder: Path, staging: Path) -> None:
+    """Every *-ubyte.gz in `folder`, uncompressed into `staging`."""
+    found = sorted(folder.glob("*-ubyte.gz"))
+    if not found:
+        raise FileNotFoundError(f"no *-ubyte.gz files in {folder}")
+    for path in found:
+        with gzip.open(path) as source, open(staging / path.name.removesuffix(".gz"), "wb") as target:
+            shutil.copyfileobj(source, target)
+
+
+def fashion_installed_source(staging: Path) -> None:
+    """The files of an installed dataset-fashion-mnist package (apt-get install dataset-fashion-mnist)."""
+    gunzip_all(FASHION_SYSTEM_DIR, staging)
+
+
+def fashion_debian_source(staging: Path) -> None:
+    """Debian's package, downloaded without installing it (apt-get download, dpkg -x)."""
+    result = subprocess.run(["apt-get", "download", FASHION_DEB], cwd=staging, capture_output=True, text=True,
+                            timeout=900)
+    debs = list(staging.glob("*.deb"))
+    if result.returncode != 0 or not debs:
+        raise RuntimeError(f"apt-get download {FASHION_DEB} failed ({result.stderr.strip()[-200:]}); "
+                           "'apt-get update' may be needed first")
+    subprocess.run(["dpkg", "-x", str(debs[0]), str(staging / "deb")], check=True, capture_output=True, timeout=300)
+    gunzip_all(staging / "deb" / str(FASHION_SYSTEM_DIR).lstrip("/"), staging)
+
+
+def fashion_torchvision_source(staging: Path) -> None:
+    """torchvision's own download (needs the web hosts it names)."""
+    from torchvision.datasets import FashionMNIST
+
+    FashionMNIST(staging, download=True)
+    for path in (staging / "FashionMNIST" / "raw").iterdir():
+        os.replace(path, staging / path.name)
+
+
+FASHION_SOURCES: list[Source] = [
+    (f"installed Debian package {FASHION_DEB}", fashion_installed_source),
+    (f"Debian package {FASHION_DEB} (apt-get download)", fashion_debian_source),
+    ("torchvision download", fashion_torchvision_source),
+]
+
+
+def fetch_fashion_mnist(root: Path) -> Path:
+    """Ensure `root/FashionMNIST/raw/` holds the four verified Fashion-MNIST files; returns that folder."""
+    return ensure_files(Path(root) / "FashionMNIST" / "raw", FASHION_FILES, FASHION_SOURCES)

@@ -92,6 +92,24 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> Figure:
     return fig
 
 
+def sweep_figure(rows: list[dict], keys: list[str]) -> Figure:
+    """Test accuracy of each sweep point as bars, the best one highlighted, failures marked."""
+    fig = Figure(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.2), layout="constrained")
+    ax = fig.subplots()
+    scored = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+    best = max(scored) if scored else None
+    labels = ["\n".join(f"{k.split('.')[-1]}={r.get(k)}" for k in keys) for r in rows]
+    heights = [100 * r.get("test_accuracy", 0) for r in rows]
+    colors = [WRONG if "error" in r else (CORRECT if r.get("test_accuracy") == best else "#8c959f") for r in rows]
+    bars = ax.bar(range(len(rows)), heights, color=colors)
+    ax.bar_label(bars, labels=[f"{h:.2f}" if h else "failed" for h in heights], fontsize=8)
+    low = min((h for h in heights if h), default=0)
+    ax.set(xticks=range(len(rows)), ylabel="test accuracy (%)", title="sweep: test accuracy per point (best in green)",
+           ylim=(max(0, low - 1), 100))
+    ax.set_xticklabels(labels, fontsize=8)
+    return fig
+
+
 def save_png(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
     """Render a figure to PNG and write it atomically."""
     buffer = io.BytesIO()

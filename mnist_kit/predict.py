@@ -1,5 +1,6 @@
 """Classify a user's own digit images: preprocess them the way MNIST was made, then run the model."""
 
+import io
 import math
 from pathlib import Path
 
@@ -25,24 +26,31 @@ def read_gray(path: Path | str) -> np.ndarray:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     size = path.stat().st_size
-    if size == 0:
-        raise UserError(f"{path}: empty file")
     if size > MAX_BYTES:
         raise UserError(f"{path}: {size / 2**20:.0f} MiB is too large for a digit image")
+    return decode_gray(path.read_bytes(), str(path))
+
+
+def decode_gray(data: bytes, name: str = "image") -> np.ndarray:
+    """Image file bytes as float grey levels in [0, 1]: the one decoder behind predict and serve."""
+    if not data:
+        raise UserError(f"{name}: empty file")
+    if len(data) > MAX_BYTES:
+        raise UserError(f"{name}: {len(data) / 2**20:.0f} MiB is too large for a digit image")
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             if image.width * image.height > MAX_PIXELS:
-                raise UserError(f"{path}: {image.width}x{image.height} pixels is over the limit of "
+                raise UserError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
                                 f"{MAX_PIXELS:,} (a decompression bomb?)")
             image.seek(0)  # first frame of an animated GIF
             image = ImageOps.exif_transpose(image)
             return to_gray(image)
     except UnidentifiedImageError:
-        raise UserError(f"{path}: not an image PIL can read (PNG, JPEG, BMP, GIF)") from None
+        raise UserError(f"{name}: not an image PIL can read (PNG, JPEG, BMP, GIF)") from None
     except Image.DecompressionBombError:
-        raise UserError(f"{path}: too many pixels (over {MAX_PIXELS:,}): a decompression bomb?") from None
+        raise UserError(f"{name}: too many pixels (over {MAX_PIXELS:,}): a decompression bomb?") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise UserError(f"{path}: cannot decode image: {error}") from error
+        raise UserError(f"{name}: cannot decode image: {error}") from error
 
 
 def to_gray(image: Image.Image) -> np.ndarray:

@@ -231,7 +231,10 @@ def resolve_factory(table: Any, registry: Registry, supplied: tuple[str, ...], w
     try:
         registry.check(table, dict.fromkeys(supplied))
     except UserError as error:
-        raise UserError(f"{where}: {error}") from error
+        misplaced = [key for key in table if key in TOP_LEVEL]
+        hint = (f" ({misplaced[0]!r} is a top-level key: in TOML it must come before the first [table])"
+                if misplaced else "")
+        raise UserError(f"{where}: {error}{hint}") from error
     params = registry.user_parameters(table["name"], dict.fromkeys(supplied))
     defaults = {k: v.default for k, v in params.items() if v.default is not v.empty}
     return {"name": table["name"], **jsonable(defaults), **{k: v for k, v in table.items() if k != "name"}}

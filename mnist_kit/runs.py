@@ -124,3 +124,13 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
     if write:
         write_json_atomic(run.run_dir / EVAL_JSON, report)
     return report
+
+
+def export_run(path: Path | str, fmt: str = "onnx") -> Path:
+    """Write the run's model in another format beside its weights (now: onnx -> RUN/model.onnx)."""
+    from mnist_kit.export import save_onnx
+
+    if fmt != "onnx":
+        raise UserError(f"unknown export format {fmt!r}; known: onnx")
+    run = find_run(path)
+    return save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), run.run_dir / "model.onnx")

@@ -40,9 +40,9 @@ def test_train_writes_a_run_and_says_where(tmp_path):
 def test_unknown_recipe_is_one_line_and_exit_2(tmp_path):
     result = invoke("train", "basline", "--out", tmp_path)
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [
-        "error: no recipe 'basline': give a name (baseline, improved) or a path to a .toml file. "
-        "Did you mean 'baseline'?"]
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: no recipe 'basline': give a name (baseline, ")
+    assert line.endswith(") or a path to a .toml file. Did you mean 'baseline'?")
     assert not list(tmp_path.iterdir())
 
 

@@ -58,9 +58,10 @@ def without_seconds(history):
 
 
 # A CNN with batched augmentation (global RNG), weight EMA (its own state) and bf16 autocast where available.
-CNN_RECIPE = ('[[augment]]\nname = "affine"\n' + RECIPE.replace("limit = 8000", "limit = 3000")
+CNN_RECIPE = (RECIPE.replace("limit = 8000", "limit = 3000")
               .replace('name = "mlp"', 'name = "convnet"\nwidths = [8, 16]\nconvs_per_stage = 1\nstem_stride = 2')
-              .replace('device = "cpu"', 'device = "cpu"\nloss = "cross_entropy"\nema = 0.9\nprecision = "auto"'))
+              .replace('device = "cpu"', 'device = "cpu"\nloss = "cross_entropy"\nema = 0.9\nprecision = "auto"')
+              + '\n[[augment]]\nname = "affine"\n')
 
 
 @pytest.mark.parametrize("signals, recipe", [([signal.SIGINT], RECIPE), ([signal.SIGTERM, signal.SIGINT], RECIPE),

@@ -71,11 +71,12 @@ def test_no_fallback_when_good_enough(tmp_path):
     assert [r.recipe for r in results] == ["fine"]
 
 
-CNN = (QUICK.replace('name = "mlp"', 'name = "convnet"\nwidths = [8, 16]\nconvs_per_stage = 1\nstem_stride = 2')
-       .replace('[optimizer]\nname = "adam"', '[optimizer]\nname = "adamw"')
+CNN = (QUICK.replace('name = "mlp"', 'name = "convnet"\nwidths = [16, 32]\nconvs_per_stage = 1\nstem_stride = 2')
+       .replace('[optimizer]\nname = "adam"', '[optimizer]\nname = "adamw"\nlr = 0.005')
+       .replace('epochs = 1', 'epochs = 3')
        .replace('device = "cpu"', 'device = "cpu"\nloss = "cross_entropy"\nema = 0.9\nprecision = "auto"\n'
                                   'channels_last = true'))
-AUGMENTED = '[[augment]]\nname = "affine"\ndegrees = 10\n\n' + CNN
+AUGMENTED = CNN + '\n[[augment]]\nname = "affine"\ndegrees = 10\n'
 
 
 def test_cnn_with_augmentation_ema_and_bf16_learns_and_evaluates_the_same(tmp_path):

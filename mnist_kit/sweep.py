@@ -1,0 +1,177 @@
+"""Sweeps: one base recipe, a grid of --set values, a run per point (finished points are skipped)."""
+
+import csv
+import io
+import itertools
+import json
+import os
+import re
+import tomllib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnist_kit.atomic import write_bytes_atomic
+from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.recipe import load_recipe, recipe_path
+from mnist_kit.registry import closest
+
+SWEEP_KEYS = ("description", "recipe", "set", "grid")
+
+
+@dataclass(frozen=True)
+class Point:
+    """One point of a sweep: its number, the overrides that make it, and its folder."""
+
+    index: int
+    values: dict  # dotted key -> value, from the grid
+    overrides: tuple[str, ...]  # the sweep's fixed `set` values, then the grid's
+    folder: Path
+
+
+def toml_value(value) -> str:
+    """A plain value (number, bool, string, list of them) as TOML text, for a `--set` override."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
+    return repr(value)
+
+
+def slug(values: dict) -> str:
+    """A folder-safe name for a point: 'optimizer.lr=0.003,data.batch_size=64'."""
+    text = ",".join(f"{key}={value}" for key, value in values.items())
+    return re.sub(r"[^A-Za-z0-9._=,+-]", "_", text)[:120]
+
+
+def read_sweep(path: Path | str) -> dict:
+    """A sweep file, checked: a base recipe, optional fixed `set` values, a non-empty `grid` of lists."""
+    path = Path(path)
+    try:
+        sweep = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from error
+    except OSError as error:
+        raise UserError(f"{path}: cannot read: {error.strerror or error}") from error
+    for key in sweep:
+        if key not in SWEEP_KEYS:
+            raise UserError(f"{path}: unknown key {key!r}; a sweep has {', '.join(SWEEP_KEYS)}."
+                            + closest(key, SWEEP_KEYS))
+    if not isinstance(sweep.get("recipe"), str):
+        raise UserError(f"{path}: `recipe` must name the base recipe (a name or a .toml path)")
+    grid = sweep.get("grid")
+    if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
+        raise UserError(f'{path}: [grid] must give each swept key a non-empty list, e.g. "optimizer.lr" = [1e-3, 3e-3]')
+    if not isinstance(sweep.get("set", {}), dict):
+        raise UserError(f"{path}: [set] must be a table of fixed values")
+    return sweep
+
+
+def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Point]]:
+    """Every point of the grid, each checked as a full recipe before anything trains."""
+    path = Path(path)
+    sweep = read_sweep(path)
+    base = recipe_path(sweep["recipe"], path.parent)
+    fixed = tuple(f"{key}={toml_value(value)}" for key, value in sweep.get("set", {}).items())
+    keys = list(sweep["grid"])
+    points = []
+    for index, combo in enumerate(itertools.product(*sweep["grid"].values()), start=1):
+        values = dict(zip(keys, combo))
+        overrides = fixed + tuple(f"{key}={toml_value(value)}" for key, value in values.items())
+        try:
+            load_recipe(base, overrides)
+        except UserError as error:
+            raise UserError(f"{path}: point {index} ({slug(values)}): {error}") from error
+        points.append(Point(index, values, overrides, Path(out_dir) / f"p{index:02d}-{slug(values)}"))
+    return {**sweep, "base": str(base), "name": path.stem}, points
+
+
+def finished_run(point: Point) -> Path | None:
+    """The point's finished run folder (metadata.json and no last.pth), if any."""
+    for run_dir in sorted(point.folder.glob("*/metadata.json")):
+        if not (run_dir.parent / "last.pth").exists():
+            return run_dir.parent
+    return None
+
+
+def unfinished_run(point: Point) -> Path | None:
+    """An interrupted run of the point (last.pth), to resume instead of starting over."""
+    return next((p.parent for p in sorted(point.folder.glob("*/last.pth"))), None)
+
+
+def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> dict:
+    """Train (or resume) one point quietly; returns its row for the summary, with 'error' if it failed."""
+    import torch
+    from rich.console import Console
+
+    from mnist_kit.train import resume, train
+
+    if threads:
+        torch.set_num_threads(threads)
+    quiet = {"quiet": True, "console": Console(quiet=True), "data_dir": data_dir}
+    row = {"point": point.index, **point.values}
+    try:
+        if done := finished_run(point):
+            meta = json.loads((done / "metadata.json").read_text())
+            return {**row, "test_accuracy": meta["test_accuracy"], "seconds": meta["wall_seconds"],
+                    "run": str(done), "status": "done before"}
+        if partial := unfinished_run(point):
+            result = resume(partial, **quiet)
+        else:
+            result = train(load_recipe(base, point.overrides), out_dir=point.folder, **quiet)
+        return {**row, "test_accuracy": result.test_accuracy, "seconds": result.metadata["wall_seconds"],
+                "run": str(result.run_dir), "status": "trained"}
+    except (UserError, Interrupted) as error:
+        return {**row, "error": str(error), "status": "failed"}
+    except Exception as error:  # a point that crashes is reported; the sweep goes on
+        return {**row, "error": f"{type(error).__name__}: {error}", "status": "failed"}
+
+
+def run_sweep(path: Path | str, out_dir: Path | str | None = None, data_dir=None, workers: int = 1,
+              on_row=None) -> tuple[list[dict], Path]:
+    """Run every point (in `workers` processes), write summary.csv and summary.png; returns rows and folder."""
+    out = Path(out_dir) if out_dir else Path("runs") / "sweeps" / Path(path).stem
+    sweep, points = sweep_points(path, out)
+    rows = []
+    if workers <= 1:
+        for point in points:
+            rows.append(run_point(sweep["base"], point, data_dir))
+            if on_row:
+                on_row(rows[-1])
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_point, sweep["base"], p, data_dir, threads) for p in points]
+            for future in as_completed(futures):
+                rows.append(future.result())
+                if on_row:
+                    on_row(rows[-1])
+    rows.sort(key=lambda row: row["point"])
+    write_summary(out, rows, list(sweep["grid"]))
+    return rows, out
+
+
+def best_point(rows: list[dict]) -> dict | None:
+    """The row with the highest test accuracy (the first of equals)."""
+    scored = [row for row in rows if "test_accuracy" in row]
+    return max(scored, key=lambda row: row["test_accuracy"]) if scored else None
+
+
+def write_summary(out: Path, rows: list[dict], keys: list[str]) -> None:
+    """summary.csv (a row per point, the best marked) and summary.png (accuracy per point)."""
+    from mnist_kit.plots import save_png, sweep_figure
+
+    best = best_point(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["point", *keys, "test_accuracy", "seconds", "best", "status", "run", "error"])
+    for row in rows:
+        writer.writerow([row["point"], *(row.get(k) for k in keys), row.get("test_accuracy", ""),
+                         f"{row['seconds']:.1f}" if "seconds" in row else "", "*" if row is best else "",
+                         row["status"], row.get("run", ""), row.get("error", "")])
+    write_bytes_atomic(out / "summary.csv", buffer.getvalue().encode())
+    save_png(sweep_figure(rows, keys), out / "summary.png")
