@@ -36,7 +36,8 @@ def test_own_statistics_and_class_names(fashion):
 
 
 def test_a_recipe_trains_on_it_with_no_other_change(fashion, tmp_path):
-    recipe = load_recipe(write_recipe(tmp_path / "f.toml", QUICK.replace("[data]", '[data]\ndataset = "fashion-mnist"')))
+    text = QUICK.replace("[data]", '[data]\ndataset = "fashion-mnist"')
+    recipe = load_recipe(write_recipe(tmp_path / "f.toml", text))
     result = train(recipe, out_dir=tmp_path / "runs", quiet=True, console=Console(quiet=True))
     assert 0.7 < result.test_accuracy < 0.95  # clothing after one short epoch: learned, and harder than digits
     assert result.metadata["classes"][0] == "T-shirt/top"
