@@ -87,6 +87,8 @@ def train_command(
         results = train_with_fallback(resume_dir=resume, **options)
     else:
         results = train_with_fallback(load_recipe(recipe, set_ or []), **options)
+    if results[-1].run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
+        return
     table = Table("recipe", "test accuracy", "seconds", "run folder", title="runs")
     for result in results:
         table.add_row(result.recipe, f"{result.test_accuracy:.2%}", f"{result.metadata['wall_seconds']:.0f}",

@@ -13,13 +13,15 @@ import numpy as np
 import torch
 from rich.console import Console
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist_kit import export
 from mnist_kit.augment import AUGMENTATIONS
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
-from mnist_kit.device import precision_context, resolve_precision, select_device
+from mnist_kit.device import precision_context, resolve_precision
+from mnist_kit.distributed import World, barrier, check_batch, join, share, summed
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.evaluate import evaluate
 from mnist_kit.models import MODELS, count_parameters
@@ -63,9 +65,13 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     raise UserError(f"too many runs named {name}-{stamp} in {out_dir}")
 
 
+ALONE = World()  # a single process
+
+
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                 optimizer: torch.optim.Optimizer, scheduler, loss_fn, generator: torch.Generator,
-                display, precision: str = "fp32", augment=(), ema=None) -> tuple[float, float]:
+                display, precision: str = "fp32", augment=(), ema=None,
+                world: World = ALONE) -> tuple[float, float]:
     """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way.
 
     Each batch is augmented as a whole (tensor ops on the device); `ema`, if given, follows every step.
@@ -75,6 +81,7 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
     seen = 0
     for step, index in enumerate(batch_order(len(labels), batch_size, generator, images.device), start=1):
+        index = share(index, world)  # every process draws the same order and takes its part of each batch
         x, y = images[index], labels[index]
         if augment:
             with torch.no_grad():
@@ -88,13 +95,14 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
         optimizer.step()
         scheduler.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(getattr(model, "module", model))
         loss_sum += loss.detach() * len(y)
         correct += (output.detach().argmax(dim=1) == y).sum()
         seen += len(y)
         if display.wants_batch_update():  # reading the sums syncs the device: only a few times a second
             display.batch(step, loss_sum.item() / seen, correct.item() / seen)
-    return loss_sum.item() / seen, correct.item() / seen
+    loss_total, correct_total, seen_total = summed([loss_sum.item(), correct.item(), seen], world, images.device)
+    return loss_total / seen_total, correct_total / seen_total
 
 
 def build_model(config: dict, splits: Splits) -> nn.Module:
@@ -144,8 +152,13 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     console = console or Console()
     config = recipe.config
     clock = time.perf_counter()
+    world, device = join(config["train"]["device"])
+    check_batch(config["data"]["batch_size"], world)
+    if not world.main:  # only rank 0 fetches; the others read what it verified
+        barrier(world)
     splits = load_dataset(config["data"]["dataset"], data_dir)
-    device = select_device(config["train"]["device"])
+    if world.main:
+        barrier(world)
     generator = seed_everything(config["train"]["seed"])
     limit = config["data"].get("limit")
     train_x = normalize(splits.train_images[:limit], splits.mean, splits.std, device)
@@ -160,6 +173,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     if config["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
         train_x, test_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, test_x))
+    trained = DistributedDataParallel(model) if world.size > 1 else model  # same parameters, synced grads
     optimizer = OPTIMIZERS.build(config["optimizer"], params=model.parameters())
     scheduler = SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=epochs,
                                  steps_per_epoch=steps_per_epoch)
@@ -183,11 +197,14 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         restore_rng(state["rng"], generator)
         history, started, elapsed = state["history"], state["started"], state["elapsed"]
     else:
-        run_dir = new_run_dir(out_dir, recipe.name)
+        run_dir = new_run_dir(out_dir, recipe.name) if world.main else None
         history, started, elapsed = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0
+    if not world.main:
+        quiet, console = True, Console(quiet=True)
 
     title = (f"{recipe.name}: {count_parameters(model):,} parameters, {len(train_y):,} training images, "
              f"batch {batch_size}, epochs {epochs}, on {device}"
+             + (f" x {world.size} processes ({world.backend})" if world.size > 1 else "")
              + (f", resuming after epoch {len(history)}" if state else ""))
     test, kept = None, len(history)  # kept: epochs safe in last.pth
     try:
@@ -198,30 +215,35 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
             for epoch in range(len(history) + 1, epochs + 1):
                 epoch_clock = time.perf_counter()
                 lr = optimizer.param_groups[0]["lr"]
-                train_loss, train_acc = train_epoch(model, train_x, train_y, batch_size, optimizer, scheduler,
-                                                    loss_fn, generator, display, precision, augment, ema)
+                train_loss, train_acc = train_epoch(trained, train_x, train_y, batch_size, optimizer, scheduler,
+                                                    loss_fn, generator, display, precision, augment, ema, world)
                 test = evaluate_final()
                 history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                                 "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
                                 "seconds": time.perf_counter() - epoch_clock})
-                save_last(run_dir, {
-                    "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
-                    "rng": rng_state(generator), "history": history,
-                    "recipe": {"name": recipe.name, "path": str(recipe.path), "config": config,
-                               "overrides": list(recipe.overrides)},
-                    "started": started, "elapsed": elapsed + time.perf_counter() - clock})
+                if world.main:
+                    save_last(run_dir, {
+                        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
+                        "rng": rng_state(generator), "history": history,
+                        "recipe": {"name": recipe.name, "path": str(recipe.path), "config": config,
+                                   "overrides": list(recipe.overrides)},
+                        "started": started, "elapsed": elapsed + time.perf_counter() - clock})
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
             if test is None:  # resumed after the last epoch: nothing trained, evaluate once
                 test = evaluate_final()
             metadata = run_metadata(recipe, splits, final, device, precision, history, test, data_dir,
                                     len(train_y), started, elapsed + time.perf_counter() - clock)
-            export.save_weights(run_dir, final, config, test["accuracy"])
-            export.save_metadata(run_dir, metadata)
+            metadata["world_size"], metadata["backend"] = world.size, world.backend
+            if world.main:
+                export.save_weights(run_dir, final, config, test["accuracy"])
+                export.save_metadata(run_dir, metadata)
+            barrier(world)
     except KeyboardInterrupt:
-        raise interrupted(run_dir, kept, epochs) from None
-    remove_last(run_dir)
+        raise interrupted(run_dir, kept, epochs) if world.main else Interrupted("interrupted") from None
+    if world.main:
+        remove_last(run_dir)
     return RunResult(run_dir=run_dir, recipe=recipe.name, test_accuracy=test["accuracy"], metadata=metadata)
 
 

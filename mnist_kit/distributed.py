@@ -1,0 +1,71 @@
+"""One run on several processes: the process group torchrun describes in the environment, or none.
+
+`torchrun --nproc_per_node N -m mnist_kit train RECIPE` sets WORLD_SIZE, RANK and LOCAL_RANK; without them
+training runs exactly as a single process. Backend nccl on CUDA (device cuda:LOCAL_RANK), gloo on the CPU.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from mnist_kit.device import select_device
+from mnist_kit.errors import UserError
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place in the run: `size` processes, this one is `rank` (0 writes the files)."""
+
+    size: int = 1
+    rank: int = 0
+    backend: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def join(requested_device: str) -> tuple[World, torch.device]:
+    """Join torchrun's process group if there is one; the device this process trains on."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World(), select_device(requested_device)
+    device = select_device(requested_device)
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend)
+    return World(size=dist.get_world_size(), rank=dist.get_rank(), backend=backend), device
+
+
+def barrier(world: World) -> None:
+    """Wait for every process (nothing to wait for alone)."""
+    if world.size > 1:
+        dist.barrier()
+
+
+def share(index: torch.Tensor, world: World) -> torch.Tensor:
+    """This process's contiguous share of a global batch of indices (the same permutation on every rank)."""
+    if world.size == 1:
+        return index
+    return index.tensor_split(world.size)[world.rank]
+
+
+def summed(values: list[float], world: World, device: torch.device) -> list[float]:
+    """Element-wise sums of `values` over every process."""
+    if world.size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def check_batch(batch_size: int, world: World) -> None:
+    """The global batch must split evenly over the processes."""
+    if batch_size % world.size:
+        raise UserError(f"data.batch_size {batch_size} does not split over {world.size} processes: "
+                        f"use a multiple of {world.size}")
