@@ -16,6 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
@@ -25,11 +26,6 @@ from mnist_kit.optim import OPTIMIZERS
 from mnist_kit.progress import PlainDisplay
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import build_model, train_epoch
-
-
-class Quiet(PlainDisplay):
-    def __init__(self):
-        pass
 
 
 def reference_epoch(model, loader, optimizer) -> float:
@@ -71,7 +67,7 @@ def ours(config, splits, epochs, batch_size, precision):
     for _ in range(epochs):
         start = time.perf_counter()
         train_epoch(model, x, splits.train_labels, batch_size, optimizer, scheduler, F.nll_loss, generator,
-                    Quiet(), precision)
+                    PlainDisplay(Console(quiet=True)), precision)
         times.append(time.perf_counter() - start)
     return min(times), model
 
