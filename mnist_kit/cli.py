@@ -45,7 +45,8 @@ def user_errors(command):
             errors.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as stop:
-            errors.print(str(stop), highlight=False, markup=False, soft_wrap=True)
+            if str(stop):  # empty from torchrun processes other than rank 0
+                errors.print(str(stop), highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
             errors.print("interrupted", highlight=False)
@@ -75,6 +76,7 @@ def train_command(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")] = False,
 ):
     """Train a recipe and write model.pth, model.safetensors and metadata.json into a new run folder."""
+    from mnist_kit.distributed import leave
     from mnist_kit.recipe import load_recipe
     from mnist_kit.train import train_with_fallback
 
@@ -83,10 +85,13 @@ def train_command(
     if resume and set_:
         raise UserError("--set cannot change a run being resumed: it continues with its own recipe")
     options = {"data_dir": data_dir, "out_dir": out, "quiet": quiet, "console": console}
-    if resume:
-        results = train_with_fallback(resume_dir=resume, **options)
-    else:
-        results = train_with_fallback(load_recipe(recipe, set_ or []), **options)
+    try:
+        if resume:
+            results = train_with_fallback(resume_dir=resume, **options)
+        else:
+            results = train_with_fallback(load_recipe(recipe, set_ or []), **options)
+    finally:
+        leave()  # under torchrun: leave the process group cleanly, whatever happened
     if results[-1].run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
         return
     table = Table("recipe", "test accuracy", "seconds", "run folder", title="runs")

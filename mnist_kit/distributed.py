@@ -27,6 +27,9 @@ class World:
         return self.rank == 0
 
 
+ALONE = World()  # a single process
+
+
 def join(requested_device: str) -> tuple[World, torch.device]:
     """Join torchrun's process group if there is one; the device this process trains on."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -48,11 +51,31 @@ def barrier(world: World) -> None:
         dist.barrier()
 
 
-def share(index: torch.Tensor, world: World) -> torch.Tensor:
-    """This process's contiguous share of a global batch of indices (the same permutation on every rank)."""
+def leave() -> None:
+    """Leave the process group, if this process joined one (torchrun's processes then exit cleanly)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def share(rows: torch.Tensor, world: World) -> torch.Tensor:
+    """This process's contiguous share of `rows`: a global batch of indices, or a split to evaluate."""
     if world.size == 1:
-        return index
-    return index.tensor_split(world.size)[world.rank]
+        return rows
+    return rows.tensor_split(world.size)[world.rank]
+
+
+def sum_in_place(tensor: torch.Tensor, world: World) -> torch.Tensor:
+    """`tensor` summed over every process (all-reduce), in place; returned for chaining."""
+    if world.size > 1:
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def copy_from_rank0(module: torch.nn.Module, world: World) -> None:
+    """Give every process rank 0's parameters and buffers (BatchNorm statistics drift apart per process)."""
+    if world.size > 1:
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
 
 
 def summed(values: list[float], world: World, device: torch.device) -> list[float]:
@@ -62,6 +85,14 @@ def summed(values: list[float], world: World, device: torch.device) -> list[floa
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def check_sync_bn(sync_bn: bool, world: World, device: torch.device) -> None:
+    """SyncBatchNorm works on CUDA only: say so before training starts (alone, there is nothing to sync)."""
+    if sync_bn and world.size > 1 and device.type != "cuda":
+        raise UserError(f"train.sync_bn needs CUDA: PyTorch's SyncBatchNorm refuses {device.type} modules. On the "
+                        f"CPU leave it false: each process normalizes its share of the batch and DDP gives every "
+                        f"process rank 0's running statistics at each step")
 
 
 def check_batch(batch_size: int, world: World) -> None:

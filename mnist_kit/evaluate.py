@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mnist_kit.distributed import ALONE, World, share, sum_in_place
+
 EVAL_BATCH = 2000  # images per forward pass: large batches, the model is small
 
 
@@ -24,25 +26,41 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes:
     return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def metrics_from_outputs(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """Loss (cross-entropy, mean), accuracy and per-class accuracy from model outputs."""
-    predicted = outputs.argmax(dim=1)
-    confusion = confusion_matrix(predicted, labels, num_classes).cpu()
+def counts(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What metrics are made of: the confusion counts and the summed cross-entropy (float64)."""
+    confusion = confusion_matrix(outputs.argmax(dim=1), labels, num_classes)
+    loss_sum = F.cross_entropy(outputs.float(), labels, reduction="sum").double()
+    return confusion, loss_sum
+
+
+def metrics_from_counts(confusion: torch.Tensor, loss_sum: torch.Tensor) -> dict:
+    """Loss (cross-entropy, mean), accuracy and per-class accuracy from summed counts."""
+    confusion = confusion.cpu()
     per_class_total = confusion.sum(dim=1)
-    correct = int(confusion.diag().sum())
+    correct, total = int(confusion.diag().sum()), int(per_class_total.sum())
     return {
-        "loss": F.cross_entropy(outputs.float(), labels).item(),
-        "accuracy": correct / len(labels),
+        "loss": loss_sum.item() / total,
+        "accuracy": correct / total,
         "correct": correct,
-        "total": len(labels),
+        "total": total,
         "per_class_accuracy": (confusion.diag() / per_class_total.clamp(min=1)).tolist(),
         "confusion": confusion.tolist(),
     }
 
 
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
-    """Metrics of `model` on normalized `images` with their `labels`."""
-    return metrics_from_outputs(predict_logits(model, images), labels, num_classes)
+def metrics_from_outputs(outputs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict:
+    """Loss (cross-entropy, mean), accuracy and per-class accuracy from model outputs."""
+    return metrics_from_counts(*counts(outputs, labels, num_classes))
+
+
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int,
+             world: World = ALONE) -> dict:
+    """Metrics of `model` on normalized `images` with their `labels`.
+
+    On several processes (the same weights on each) every process evaluates its share and the counts are summed.
+    """
+    confusion, loss_sum = counts(predict_logits(model, share(images, world)), share(labels, world), num_classes)
+    return metrics_from_counts(sum_in_place(confusion, world), sum_in_place(loss_sum, world))
 
 
 def class_report(confusion: list[list[int]], classes: list[str]) -> dict[str, dict]:

@@ -36,6 +36,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "precision": ((str,), "fp32", (lambda v: v in ("fp32", "bf16", "auto"), "must be fp32, bf16 or auto")),
         "ema": ((int, float), 0.0, (lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns it off)")),
         "channels_last": ((bool,), False, None),
+        "sync_bn": ((bool,), False, None),  # under torchrun on CUDA: BatchNorm statistics over the global batch
     },
     "fallback": {
         "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),

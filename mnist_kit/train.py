@@ -21,7 +21,17 @@ from mnist_kit.augment import AUGMENTATIONS
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
 from mnist_kit.device import precision_context, resolve_precision
-from mnist_kit.distributed import World, barrier, check_batch, join, share, summed
+from mnist_kit.distributed import (
+    ALONE,
+    World,
+    barrier,
+    check_batch,
+    check_sync_bn,
+    copy_from_rank0,
+    join,
+    share,
+    summed,
+)
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.evaluate import evaluate
 from mnist_kit.models import MODELS, count_parameters
@@ -63,9 +73,6 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     except OSError as error:
         raise UserError(f"cannot create a run folder in {out_dir}: {error.strerror or error}") from error
     raise UserError(f"too many runs named {name}-{stamp} in {out_dir}")
-
-
-ALONE = World()  # a single process
 
 
 def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
@@ -129,20 +136,28 @@ def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bo
 
 
 @contextmanager
-def sigterm_as_interrupt():
-    """Inside: SIGTERM stops training like Ctrl-C (KeyboardInterrupt), so both end at a clean epoch."""
+def stop_signals():
+    """Inside: Ctrl-C and SIGTERM raise KeyboardInterrupt, so both end at a clean epoch.
+
+    Yields a list that records the signals seen: under torchrun a process whose peer stopped first fails inside a
+    collective instead, and the record tells that failure from a crash.
+    """
+    seen = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield seen
         return
 
     def interrupt(signum, frame):
+        seen.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}  # a signal ignored by the caller stays ignored
     try:
-        yield
+        yield seen
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
@@ -154,6 +169,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     clock = time.perf_counter()
     world, device = join(config["train"]["device"])
     check_batch(config["data"]["batch_size"], world)
+    check_sync_bn(config["train"]["sync_bn"], world, device)
     if not world.main:  # only rank 0 fetches; the others read what it verified
         barrier(world)
     splits = load_dataset(config["data"]["dataset"], data_dir)
@@ -170,6 +186,8 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
 
     precision = resolve_precision(config["train"]["precision"], device)
     model = build_model(config, splits).to(device)
+    if config["train"]["sync_bn"] and world.size > 1:  # same parameter names: checkpoints stay plain
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if config["train"]["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
         train_x, test_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, test_x))
@@ -185,8 +203,9 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     final = ema.module if ema else model  # what is evaluated and exported
 
     def evaluate_final() -> dict:
+        copy_from_rank0(final, world)  # every process evaluates the weights rank 0 saves
         with precision_context(precision, device):
-            return evaluate(final, test_x, test_y, splits.num_classes)
+            return evaluate(final, test_x, test_y, splits.num_classes, world)
 
     if state:
         model.load_state_dict(state["model"])
@@ -208,7 +227,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
              + (f", resuming after epoch {len(history)}" if state else ""))
     test, kept = None, len(history)  # kept: epochs safe in last.pth
     try:
-        with sigterm_as_interrupt(), make_display(console, quiet) as display:
+        with stop_signals() as signals, make_display(console, quiet) as display:
             display.start(title, epochs, steps_per_epoch)
             for row in history:
                 display.epoch(row)
@@ -241,19 +260,28 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                 export.save_metadata(run_dir, metadata)
             barrier(world)
     except KeyboardInterrupt:
-        raise interrupted(run_dir, kept, epochs) if world.main else Interrupted("interrupted") from None
+        raise interrupted(run_dir, kept, epochs, world) from None
+    except Exception:
+        if world.size > 1 and signals:  # a peer stopped first and the collective this process was in failed
+            raise interrupted(run_dir, kept, epochs, world) from None
+        raise
     if world.main:
         remove_last(run_dir)
-    return RunResult(run_dir=run_dir, recipe=recipe.name, test_accuracy=test["accuracy"], metadata=metadata)
+    return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name, test_accuracy=test["accuracy"],
+                     metadata=metadata)
 
 
-def interrupted(run_dir: Path, done: int, epochs: int) -> Interrupted:
+def interrupted(run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> Interrupted:
     """What to tell the user after Ctrl-C or SIGTERM; a run with no finished epoch leaves no folder."""
+    if not world.main:
+        return Interrupted("")  # rank 0 tells where the run is kept
     if done == 0 and run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()
         return Interrupted(f"interrupted before the first epoch ended; nothing was kept ({run_dir} removed)")
+    again = ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
+             else "mnist-kit train --resume")
     return Interrupted(f"interrupted: {run_dir}/last.pth keeps epoch {done} of {epochs}; "
-                       f"resume with: mnist-kit train --resume {run_dir}")
+                       f"resume with: {again} {run_dir}")
 
 
 def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch.device, precision: str,
