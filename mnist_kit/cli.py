@@ -203,17 +203,30 @@ def sweep_command(
     sweep_file: Annotated[Path, typer.Argument(help="A sweep .toml: base recipe, fixed [set] values, [grid] lists.")],
     out: Annotated[Path | None, typer.Option("--out", help="Folder for the points [default: runs/sweeps/NAME].")]
     = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Points trained at once, in processes.")] = 1,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Points trained at once, in processes (local).")]
+    = 1,
+    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (Ray tasks).")] = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster to join (host:6379, or auto) [default: $RAY_ADDRESS, else a local Ray].")]
+    = None,
+    cpus_per_point: Annotated[int | None, typer.Option(
+        "--cpus-per-point", min=1, help="CPUs (threads) each point uses [default: 1 on Ray; cores / workers].")]
+    = None,
     data_dir: DataDir = None,
 ):
-    """Train every point of a grid over a base recipe; finished points are skipped, interrupted ones resumed."""
+    """Train every point of a grid over a base recipe; finished points are skipped, interrupted ones resumed.
+
+    With --backend ray the points run as Ray tasks on a cluster (pip install -e '.[cluster]'); give --out a
+    folder every node can reach.
+    """
     from mnist_kit.sweep import best_point, run_sweep
 
     def progress(row: dict) -> None:
         result = f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else f"failed: {row['error']}"
         console.print(f"point {row['point']}: {result} ({row['status']})", highlight=False, soft_wrap=True)
 
-    rows, folder = run_sweep(sweep_file, out, data_dir, workers, on_row=progress)
+    rows, folder = run_sweep(sweep_file, out, data_dir, workers, on_row=progress, backend=backend, address=address,
+                             cpus_per_point=cpus_per_point)
     keys = [k for k in rows[0] if k not in ("point", "test_accuracy", "seconds", "run", "status", "error")]
     best = best_point(rows)
     table = Table("point", *keys, "test accuracy", "seconds", "", title=f"sweep {sweep_file}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mnist_kit.atomic import write_bytes_atomic
+from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.recipe import load_recipe, recipe_path
 from mnist_kit.registry import closest
@@ -87,7 +88,7 @@ def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Poin
         except UserError as error:
             raise UserError(f"{path}: point {index} ({slug(values)}): {error}") from error
         points.append(Point(index, values, overrides, Path(out_dir) / f"p{index:02d}-{slug(values)}"))
-    return {**sweep, "base": str(base), "name": path.stem}, points
+    return {**sweep, "base": str(base.resolve()), "name": path.stem}, points
 
 
 def finished_run(point: Point) -> Path | None:
@@ -103,13 +104,19 @@ def unfinished_run(point: Point) -> Path | None:
     return next((p.parent for p in sorted(point.folder.glob("*/last.pth"))), None)
 
 
+def failed_row(point: Point, error: str) -> dict:
+    """The summary row of a point that did not finish."""
+    return {"point": point.index, **point.values, "error": error, "status": "failed"}
+
+
 def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> dict:
-    """Train (or resume) one point quietly; returns its row for the summary, with 'error' if it failed."""
+    """Train (or resume) one point quietly in `threads` threads; its summary row, with 'error' if it failed."""
     import torch
     from rich.console import Console
 
     from mnist_kit.train import resume, train
 
+    previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     quiet = {"quiet": True, "console": Console(quiet=True), "data_dir": data_dir}
@@ -126,30 +133,53 @@ def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> 
         return {**row, "test_accuracy": result.test_accuracy, "seconds": result.metadata["wall_seconds"],
                 "run": str(result.run_dir), "status": "trained"}
     except (UserError, Interrupted) as error:
-        return {**row, "error": str(error), "status": "failed"}
+        return failed_row(point, str(error))
     except Exception as error:  # a point that crashes is reported; the sweep goes on
-        return {**row, "error": f"{type(error).__name__}: {error}", "status": "failed"}
+        return failed_row(point, f"{type(error).__name__}: {error}")
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+BACKENDS = ("local", "ray")
 
 
 def run_sweep(path: Path | str, out_dir: Path | str | None = None, data_dir=None, workers: int = 1,
-              on_row=None) -> tuple[list[dict], Path]:
-    """Run every point (in `workers` processes), write summary.csv and summary.png; returns rows and folder."""
-    out = Path(out_dir) if out_dir else Path("runs") / "sweeps" / Path(path).stem
+              on_row=None, backend: str = "local", address: str | None = None,
+              cpus_per_point: int | None = None) -> tuple[list[dict], Path]:
+    """Run every point, write summary.csv and summary.png; returns the rows and the sweep's folder.
+
+    backend "local": one point at a time, or `workers` processes; "ray": Ray tasks on the cluster at `address`
+    (or a local Ray instance), `cpus_per_point` CPUs each (default 1). Paths are made absolute for other nodes.
+    """
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}" + closest(backend, BACKENDS))
+    if backend == "ray" and workers > 1:
+        raise UserError("--workers is for the local backend; on Ray the cluster's CPUs decide (see --cpus-per-point)")
+    if backend == "local" and address:
+        raise UserError("--address names a Ray cluster: use it with --backend ray")
+    out = (Path(out_dir) if out_dir else Path("runs") / "sweeps" / Path(path).stem).resolve()
+    data_dir = data_root(data_dir).resolve()
     sweep, points = sweep_points(path, out)
     rows = []
-    if workers <= 1:
+
+    def report(row: dict) -> None:
+        rows.append(row)
+        if on_row:
+            on_row(row)
+
+    if backend == "ray":
+        from mnist_kit.cluster import run_on_ray
+
+        run_on_ray(sweep["base"], points, data_dir, address, cpus_per_point or 1, report)
+    elif workers <= 1:
         for point in points:
-            rows.append(run_point(sweep["base"], point, data_dir))
-            if on_row:
-                on_row(rows[-1])
+            report(run_point(sweep["base"], point, data_dir, cpus_per_point))
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
+        threads = cpus_per_point or max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(run_point, sweep["base"], p, data_dir, threads) for p in points]
             for future in as_completed(futures):
-                rows.append(future.result())
-                if on_row:
-                    on_row(rows[-1])
+                report(future.result())
     rows.sort(key=lambda row: row["point"])
     write_summary(out, rows, list(sweep["grid"]))
     return rows, out
