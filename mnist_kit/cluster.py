@@ -37,8 +37,11 @@ def connect(ray, address: str | None) -> bool:
         else:  # "local": a new instance, even where `ray start` runs one (join that with --address auto)
             ray.init(address="local", num_cpus=os.cpu_count(), **quiet)
     except (ConnectionError, RuntimeError, ValueError) as error:
-        what = f"cannot reach the Ray cluster at {where}" if where else "cannot start a local Ray instance"
-        raise UserError(f"{what}: {str(error).splitlines()[0]}") from None
+        if not where:
+            raise UserError(f"cannot start a local Ray instance: {str(error).splitlines()[0]}") from None
+        hint = ("" if os.environ.get("RAY_AUTH_MODE") else "; if the cluster uses token authentication (Ray's "
+                "default for a head started here), set RAY_AUTH_MODE=token and its token (ray get-auth-token)")
+        raise UserError(f"cannot reach the Ray cluster at {where}: {str(error).splitlines()[0]}{hint}") from None
     return True
 
 
@@ -71,6 +74,10 @@ def run_on_ray(base: str, points: list[Point], data_dir: Path, address: str | No
     started = connect(ray, address)
     try:
         cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        largest = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node["Alive"]), default=0)
+        if cpus_per_point > largest:  # Ray would wait forever for a machine that big
+            raise UserError(f"--cpus-per-point {cpus_per_point}: no machine in the Ray cluster has more than "
+                            f"{largest:g} CPUs")
         task = ray.remote(run_point)
         pending, rows = {}, []
 

@@ -63,6 +63,11 @@ def test_a_point_ray_cannot_place_is_reported_and_the_rest_run(sweep_file, tmp_p
     assert rows[1]["status"] == "trained" and rows[1]["test_accuracy"] > 0.8
 
 
+def test_more_cpus_per_point_than_any_machine_has_is_an_error(sweep_file, tmp_path, local_ray):
+    with pytest.raises(UserError, match="--cpus-per-point 3: no machine in the Ray cluster has more than 2 CPUs"):
+        run_sweep(sweep_file, tmp_path / "out", backend="ray", cpus_per_point=3)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--backend", "slurm"], "unknown backend 'slurm'; choose local or ray"),
     (["--backend", "ray", "--workers", "2"], "--workers is for the local backend"),
