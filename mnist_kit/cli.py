@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mnist_kit.errors import Interrupted, UserError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Train, evaluate and ship MNIST digit classifiers from TOML recipes.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect the data sets.")
 recipes_app = typer.Typer(help="List the recipes, or show one.")

@@ -71,3 +71,11 @@ def test_data_info_table_and_fetch(data_root):
     assert result.exit_code == 0 and "class counts" in result.output and "t10k-images-idx3-ubyte" in result.output
     result = invoke("data", "fetch")
     assert result.exit_code == 0 and "4 files verified" in result.output
+
+
+def test_help_keeps_square_brackets():
+    """Help texts say [default: ...] and .[cluster]: they must not be eaten as rich markup."""
+    result = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "[default: runs/sweeps/NAME]" in result.output and "'.[cluster]'" in result.output
+    assert "[default: $MNIST_KIT_DATA or ./data]" in result.output
