@@ -21,6 +21,12 @@ class World:
     size: int = 1
     rank: int = 0
     backend: str | None = None
+    local_rank: int = 0  # the process's number on its machine
+
+    @property
+    def fetches(self) -> bool:
+        """One process per machine fetches the data (the others wait): a node needs its own verified copy."""
+        return self.local_rank == 0
 
     @property
     def main(self) -> bool:
@@ -42,7 +48,8 @@ def join(requested_device: str) -> tuple[World, torch.device]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
         dist.init_process_group(backend)
-    return World(size=dist.get_world_size(), rank=dist.get_rank(), backend=backend), device
+    return World(size=dist.get_world_size(), rank=dist.get_rank(), backend=backend,
+                 local_rank=int(os.environ.get("LOCAL_RANK", "0"))), device
 
 
 def barrier(world: World) -> None:

@@ -170,10 +170,10 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     world, device = join(config["train"]["device"])
     check_batch(config["data"]["batch_size"], world)
     check_sync_bn(config["train"]["sync_bn"], world, device)
-    if not world.main:  # only rank 0 fetches; the others read what it verified
+    if not world.fetches:  # one process per machine fetches; the others read what it verified
         barrier(world)
     splits = load_dataset(config["data"]["dataset"], data_dir)
-    if world.main:
+    if world.fetches:
         barrier(world)
     generator = seed_everything(config["train"]["seed"])
     limit = config["data"].get("limit")
