@@ -73,3 +73,20 @@ def trained_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("trained")
     recipe = load_recipe(write_recipe(folder / "quick.toml", QUICK), ["data.limit=10000", "train.epochs=2"])
     return train(recipe, out_dir=folder / "runs", quiet=True, console=Console(quiet=True))
+
+
+SWEEP = """
+description = "test sweep"
+recipe = "quick.toml"
+[set]
+"data.limit" = 1500
+[grid]
+"optimizer.lr" = [0.0, 0.003]
+"""
+
+
+@pytest.fixture
+def sweep_file(tmp_path):
+    """A two-point sweep (lr 0 learns nothing, lr 0.003 learns) over the quick recipe on 1,500 images."""
+    write_recipe(tmp_path / "quick.toml", QUICK)
+    return write_recipe(tmp_path / "sweep.toml", SWEEP)

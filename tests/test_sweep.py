@@ -8,22 +8,7 @@ from typer.testing import CliRunner
 from mnist_kit.cli import app
 from mnist_kit.errors import UserError
 from mnist_kit.sweep import run_sweep, sweep_points, toml_value
-from tests.conftest import QUICK, write_recipe
-
-SWEEP = """
-description = "test sweep"
-recipe = "quick.toml"
-[set]
-"data.limit" = 1500
-[grid]
-"optimizer.lr" = [0.0, 0.003]
-"""
-
-
-@pytest.fixture
-def sweep_file(tmp_path):
-    write_recipe(tmp_path / "quick.toml", QUICK)
-    return write_recipe(tmp_path / "sweep.toml", SWEEP)
+from tests.conftest import SWEEP
 
 
 def read_csv(path):
