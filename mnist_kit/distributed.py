@@ -78,20 +78,12 @@ def sum_in_place(tensor: torch.Tensor, world: World) -> torch.Tensor:
     return tensor
 
 
-def copy_from_rank0(module: torch.nn.Module, world: World) -> None:
-    """Give every process rank 0's parameters and buffers (BatchNorm statistics drift apart per process)."""
+def buffers_from_rank0(module: torch.nn.Module, world: World) -> None:
+    """Give every process rank 0's buffers: BatchNorm statistics drift apart per process (DDP keeps the parameters
+    equal)."""
     if world.size > 1:
-        for tensor in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(tensor.data, src=0)
-
-
-def summed(values: list[float], world: World, device: torch.device) -> list[float]:
-    """Element-wise sums of `values` over every process."""
-    if world.size == 1:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def check_sync_bn(sync_bn: bool, world: World, device: torch.device) -> None:

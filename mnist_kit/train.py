@@ -25,12 +25,12 @@ from mnist_kit.distributed import (
     ALONE,
     World,
     barrier,
+    buffers_from_rank0,
     check_batch,
     check_sync_bn,
-    copy_from_rank0,
     join,
     share,
-    summed,
+    sum_in_place,
 )
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.evaluate import evaluate
@@ -108,7 +108,8 @@ def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ba
         seen += len(y)
         if display.wants_batch_update():  # reading the sums syncs the device: only a few times a second
             display.batch(step, loss_sum.item() / seen, correct.item() / seen)
-    loss_total, correct_total, seen_total = summed([loss_sum.item(), correct.item(), seen], world, images.device)
+    totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen, dtype=torch.float64)])
+    loss_total, correct_total, seen_total = sum_in_place(totals, world).tolist()
     return loss_total / seen_total, correct_total / seen_total
 
 
@@ -203,7 +204,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     final = ema.module if ema else model  # what is evaluated and exported
 
     def evaluate_final() -> dict:
-        copy_from_rank0(final, world)  # every process evaluates the weights rank 0 saves
+        buffers_from_rank0(final, world)  # every process evaluates the model rank 0 saves
         with precision_context(precision, device):
             return evaluate(final, test_x, test_y, splits.num_classes, world)
 
