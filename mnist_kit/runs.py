@@ -11,12 +11,13 @@ from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import Splits, load_dataset, normalize
 from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate import full_report, predict_logits
+from mnist_kit.evaluate import full_report, mean_probability, predict_log_probabilities, predict_logits
 from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
 from mnist_kit.models import MODELS
 from mnist_kit.recipe import import_plugins
 
 EVAL_JSON = "eval.json"
+EVAL_TTA_JSON = "eval-tta.json"
 
 
 @dataclass(frozen=True)
@@ -113,17 +114,45 @@ def outputs_on_test_split(run: Run, model: nn.Module, splits: Splits) -> torch.T
         return predict_logits(model, normalize(splits.test_images, splits.mean, splits.std))
 
 
-def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True) -> dict:
-    """Evaluate a run's weights on the test split; the report also goes to RUN/eval.json unless write=False."""
+def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True,
+                 tta: bool = False) -> dict:
+    """Evaluate a run's weights on the test split; the report also goes to RUN/eval.json (eval-tta.json with
+    test-time augmentation) unless write=False."""
     run = find_run(path)
     model, weights = build_run_model_from(run)
     splits = run_dataset(run, data_dir)
-    report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name,
+    outputs = (log_probabilities_on_test_split(run, model, splits, tta=True) if tta
+               else outputs_on_test_split(run, model, splits))
+    report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name, "tta": tta,
               "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
-              **full_report(outputs_on_test_split(run, model, splits), splits.test_labels, splits.classes)}
+              **full_report(outputs, splits.test_labels, splits.classes)}
     if write:
-        write_json_atomic(run.run_dir / EVAL_JSON, report)
+        write_json_atomic(run.run_dir / (EVAL_TTA_JSON if tta else EVAL_JSON), report)
     return report
+
+
+def log_probabilities_on_test_split(run: Run, model: nn.Module, splits: Splits, tta: bool = False) -> torch.Tensor:
+    """Log class probabilities on the test split (averaged over the shifted views with `tta`)."""
+    images = normalize(splits.test_images, splits.mean, splits.std)
+    with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
+        return predict_log_probabilities(model, images, fill=(0.0 - splits.mean) / splits.std, tta=tta)
+
+
+def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = None, tta: bool = False) -> dict:
+    """Evaluate the mean probability of several runs (trained on the same data set) on its test split."""
+    runs = [find_run(path) for path in paths]
+    datasets = sorted({run.metadata["data"]["dataset"] for run in runs})
+    if len(datasets) > 1:
+        raise UserError(f"an ensemble needs runs of one data set; these were trained on {', '.join(datasets)}")
+    splits = run_dataset(runs[0], data_dir)
+    members, outputs = [], []
+    for run in runs:
+        model, weights = build_run_model_from(run)
+        outputs.append(log_probabilities_on_test_split(run, model, splits, tta))
+        accuracy = (outputs[-1].argmax(dim=1) == splits.test_labels).double().mean().item()
+        members.append({"run": str(run.run_dir), "weights": str(weights), "accuracy": accuracy})
+    return {"runs": [m["run"] for m in members], "members": members, "dataset": splits.name, "tta": tta,
+            "classes": splits.classes, **full_report(mean_probability(outputs), splits.test_labels, splits.classes)}
 
 
 def export_run(path: Path | str, fmt: str = "onnx") -> Path:
