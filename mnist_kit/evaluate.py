@@ -31,12 +31,11 @@ def shifted(images: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor
     return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
 
 
-def predict_log_probabilities(model: nn.Module, images: torch.Tensor, fill: float, tta: bool = False) -> torch.Tensor:
-    """Log class probabilities; with `tta`, of the mean probability over the image and its 8 one-pixel shifts."""
-    views = TTA_SHIFTS if tta else ((0, 0),)
+def predict_with_tta(model: nn.Module, images: torch.Tensor, fill: float) -> torch.Tensor:
+    """Log of the mean class probability over each image and its 8 one-pixel shifts (`fill` moved in)."""
     probabilities = sum(predict_logits(model, shifted(images, dy, dx, fill)).float().softmax(dim=1)
-                        for dy, dx in views)
-    return (probabilities / len(views)).log()
+                        for dy, dx in TTA_SHIFTS)
+    return (probabilities / len(TTA_SHIFTS)).log()
 
 
 def mean_probability(log_probabilities: list[torch.Tensor]) -> torch.Tensor:

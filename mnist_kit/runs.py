@@ -11,7 +11,7 @@ from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import Splits, load_dataset, normalize
 from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate import full_report, mean_probability, predict_log_probabilities, predict_logits
+from mnist_kit.evaluate import full_report, mean_probability, predict_logits, predict_with_tta
 from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
 from mnist_kit.models import MODELS
 from mnist_kit.recipe import import_plugins
@@ -108,10 +108,14 @@ def run_dataset(run: Run, data_dir: Path | str | None = None) -> Splits:
     return load_dataset(run.metadata["data"]["dataset"], data_dir)
 
 
-def outputs_on_test_split(run: Run, model: nn.Module, splits: Splits) -> torch.Tensor:
-    """The model's outputs on the whole test split, normalized and in the precision of its training."""
+def outputs_on_test_split(run: Run, model: nn.Module, splits: Splits, tta: bool = False) -> torch.Tensor:
+    """The model's outputs on the whole test split, normalized and in the precision of its training; with `tta`,
+    the log of the mean probability over each image and its 8 one-pixel shifts."""
+    images = normalize(splits.test_images, splits.mean, splits.std)
     with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
-        return predict_logits(model, normalize(splits.test_images, splits.mean, splits.std))
+        if tta:
+            return predict_with_tta(model, images, fill=(0.0 - splits.mean) / splits.std)
+        return predict_logits(model, images)
 
 
 def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True,
@@ -121,21 +125,13 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
     run = find_run(path)
     model, weights = build_run_model_from(run)
     splits = run_dataset(run, data_dir)
-    outputs = (log_probabilities_on_test_split(run, model, splits, tta=True) if tta
-               else outputs_on_test_split(run, model, splits))
+    outputs = outputs_on_test_split(run, model, splits, tta)
     report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name, "tta": tta,
               "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
               **full_report(outputs, splits.test_labels, splits.classes)}
     if write:
         write_json_atomic(run.run_dir / (EVAL_TTA_JSON if tta else EVAL_JSON), report)
     return report
-
-
-def log_probabilities_on_test_split(run: Run, model: nn.Module, splits: Splits, tta: bool = False) -> torch.Tensor:
-    """Log class probabilities on the test split (averaged over the shifted views with `tta`)."""
-    images = normalize(splits.test_images, splits.mean, splits.std)
-    with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
-        return predict_log_probabilities(model, images, fill=(0.0 - splits.mean) / splits.std, tta=tta)
 
 
 def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = None, tta: bool = False) -> dict:
@@ -148,7 +144,7 @@ def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = Non
     members, outputs = [], []
     for run in runs:
         model, weights = build_run_model_from(run)
-        outputs.append(log_probabilities_on_test_split(run, model, splits, tta))
+        outputs.append(outputs_on_test_split(run, model, splits, tta).float().log_softmax(dim=1))
         accuracy = (outputs[-1].argmax(dim=1) == splits.test_labels).double().mean().item()
         members.append({"run": str(run.run_dir), "weights": str(weights), "accuracy": accuracy})
     return {"runs": [m["run"] for m in members], "members": members, "dataset": splits.name, "tta": tta,
