@@ -64,8 +64,9 @@ def gpus_for(base: str, point: Point, cluster_gpus: float) -> int:
 
 
 def run_on_ray(base: str, points: list[Point], data_dir: Path, address: str | None = None,
-               cpus_per_point: int = 1, on_row=None) -> list[dict]:
-    """Run every point as a Ray task (`cpus_per_point` CPUs, one GPU where it trains on CUDA); rows as they end.
+               cpus_per_point: int = 1, on_row=print) -> None:
+    """Run every point as a Ray task (`cpus_per_point` CPUs, one GPU where it trains on CUDA); `on_row` gets each
+    point's summary row as it ends.
 
     Paths must be ones every node can reach (a shared filesystem). A failed point is reported and the rest go on;
     Ctrl-C cancels the outstanding tasks (finished points are kept, interrupted ones resume on a rerun).
@@ -79,17 +80,11 @@ def run_on_ray(base: str, points: list[Point], data_dir: Path, address: str | No
             raise UserError(f"--cpus-per-point {cpus_per_point}: no machine in the Ray cluster has more than "
                             f"{largest:g} CPUs")
         task = ray.remote(run_point)
-        pending, rows = {}, []
-
-        def report(row: dict) -> None:
-            rows.append(row)
-            if on_row:
-                on_row(row)
-
+        pending = {}
         for point in points:
             gpus = gpus_for(base, point, cluster_gpus)
             if gpus > cluster_gpus:  # Ray would wait for it forever
-                report(failed_row(point, "it trains on CUDA and the Ray cluster has no GPU"))
+                on_row(failed_row(point, "it trains on CUDA and the Ray cluster has no GPU"))
                 continue
             ref = task.options(num_cpus=cpus_per_point, num_gpus=gpus).remote(base, point, data_dir, cpus_per_point)
             pending[ref] = point
@@ -98,15 +93,14 @@ def run_on_ray(base: str, points: list[Point], data_dir: Path, address: str | No
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 point = pending.pop(ref)
                 try:
-                    report(ray.get(ref))
+                    on_row(ray.get(ref))
                 except ray.exceptions.RayError as error:  # the worker died (out of memory, node lost, ...)
-                    report(failed_row(point, f"{type(error).__name__}: {str(error).strip().splitlines()[-1]}"))
+                    on_row(failed_row(point, f"{type(error).__name__}: {str(error).strip().splitlines()[-1]}"))
         except KeyboardInterrupt:
             for ref in pending:
                 ray.cancel(ref)  # the task sees KeyboardInterrupt: a training point keeps its last epoch
             raise Interrupted(f"interrupted: {len(pending)} unfinished points cancelled; run the sweep again to "
                               f"finish them (finished points are skipped, interrupted ones resume)") from None
-        return rows
     finally:
         if started:
             ray.shutdown()

@@ -119,11 +119,9 @@ def save_png(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
 
 def save_gray_png(image: np.ndarray, path: Path | str) -> Path:
     """A [0, 1] grey image as an 8-bit PNG of the same size (what the model saw), written atomically."""
-    from PIL import Image
+    from mnist_kit.predict import gray_png
 
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
-    return write_bytes_atomic(path, buffer.getvalue())
+    return write_bytes_atomic(path, gray_png(image))
 
 
 PLOT_KINDS = ("curves", "samples", "classes", "predictions", "confusion")

@@ -140,6 +140,13 @@ def mnist_like(gray: np.ndarray, name: str = "image") -> np.ndarray:
     return canvas
 
 
+def gray_png(image: np.ndarray) -> bytes:
+    """A [0, 1] grey image as the bytes of an 8-bit PNG of the same size."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def normalize_image(image: np.ndarray, mean: float, std: float) -> torch.Tensor:
     """A 28x28 [0, 1] image as a (1, 1, 28, 28) model input (quantized to bytes as MNIST's pixels are)."""
     quantized = np.round(image * 255) / 255

@@ -6,7 +6,6 @@ saw (a PNG data URL). The image goes through the same preprocessing as `mnist-ki
 """
 
 import base64
-import io
 import json
 import threading
 from http import HTTPStatus
@@ -15,10 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from mnist_kit.errors import UserError
-from mnist_kit.predict import classify, decode_gray, mnist_like, normalize_image
+from mnist_kit.predict import classify, decode_gray, gray_png, mnist_like, normalize_image
 from mnist_kit.runs import build_run_model, find_run
 
 PAGE = Path(__file__).parent / "static" / "draw.html"
@@ -27,9 +25,7 @@ MAX_REQUEST = 2 * 2**20  # bytes: a 280x280 canvas PNG is a few KiB
 
 def png_data_url(image: np.ndarray) -> str:
     """A [0, 1] grey image as a PNG data URL."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return "data:image/png;base64," + base64.b64encode(gray_png(image)).decode()
 
 
 def make_predictor(run_path: Path | str, top_k: int = 3):
