@@ -20,12 +20,13 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from mnist_kit.assemble import build_model, build_parts
 from mnist_kit.data import data_root, load_dataset, normalize
+from mnist_kit.distributed import ALONE
 from mnist_kit.evaluate import evaluate
-from mnist_kit.optim import OPTIMIZERS
 from mnist_kit.progress import PlainDisplay
 from mnist_kit.recipe import load_recipe
-from mnist_kit.train import build_model, train_epoch
+from mnist_kit.train import Loop, Tensors, train_epoch
 
 
 def reference_epoch(model, loader, optimizer) -> float:
@@ -46,7 +47,7 @@ def reference_epoch(model, loader, optimizer) -> float:
 
 def reference(config, splits, epochs, batch_size):
     torch.manual_seed(0)
-    model = build_model(config, splits)
+    model = build_model(config, splits.spec)
     optimizer = torch.optim.Adam(model.parameters(), lr=config["optimizer"]["lr"],
                                  weight_decay=config["optimizer"]["weight_decay"])
     transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.1307,), (0.3081,))])
@@ -58,18 +59,17 @@ def reference(config, splits, epochs, batch_size):
 
 def ours(config, splits, epochs, batch_size, precision):
     torch.manual_seed(0)
-    model = build_model(config, splits)
-    optimizer = OPTIMIZERS.build(config["optimizer"], params=model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    config = {**config, "scheduler": {"name": "none"}, "data": {**config["data"], "batch_size": batch_size}}
+    parts = build_parts(config, splits.spec, steps_per_epoch=-(-len(splits.train_labels) // batch_size))
     x = normalize(splits.train_images, splits.mean, splits.std)
-    generator = torch.Generator().manual_seed(0)
+    data = Tensors(x, splits.train_labels, x[:0], splits.test_labels[:0])  # the bench evaluates on its own
+    loop = Loop(parts, parts.model, data, batch_size, precision, ALONE, torch.Generator().manual_seed(0))
     times = []
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train_epoch(model, x, splits.train_labels, batch_size, optimizer, scheduler, F.nll_loss, generator,
-                    PlainDisplay(Console(quiet=True)), precision)
+        train_epoch(loop, PlainDisplay(Console(quiet=True)), epoch)
         times.append(time.perf_counter() - start)
-    return min(times), model
+    return min(times), parts.model
 
 
 def main():

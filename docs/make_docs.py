@@ -13,8 +13,9 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mnist_kit.plots import CORRECT, WRONG, plot_run, save_png
+from mnist_kit.plots import CORRECT, WRONG, save_png
 from mnist_kit.predict import mnist_like, predict_files, read_gray
+from mnist_kit.runs import plot_run
 
 DOCS = Path(__file__).resolve().parent
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.registry import closest
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Train, evaluate and ship MNIST digit classifiers from TOML recipes.")
@@ -42,7 +43,8 @@ def user_errors(command):
         except UserError as error:
             if debugging():
                 raise
-            errors.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
+            if str(error):  # empty from torchrun processes other than rank 0, which says it
+                errors.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as stop:
             if str(stop):  # empty from torchrun processes other than rank 0
@@ -74,6 +76,11 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Folder that receives the run folder.")] = Path("runs"),
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")] = False,
+    no_fallback: Annotated[bool, typer.Option(
+        "--no-fallback", help="Do not train the recipe's [fallback] recipe when the run falls short of it.")] = False,
+    print_config: Annotated[bool, typer.Option(
+        "--print-config", help="Print the resolved recipe as TOML and its parameter count, check that every part "
+        "builds, and exit: no data, no training.")] = False,
 ):
     """Train a recipe and write model.pth, model.safetensors and metadata.json into a new run folder."""
     from mnist_kit.distributed import leave
@@ -82,14 +89,18 @@ def train_command(
 
     if (recipe is None) == (resume is None):
         raise UserError("give a RECIPE to train, or --resume RUN to continue one (not both)")
-    if resume and set_:
-        raise UserError("--set cannot change a run being resumed: it continues with its own recipe")
+    if resume and (set_ or print_config):
+        raise UserError(f"{'--set' if set_ else '--print-config'} is for a RECIPE: a resumed run continues with "
+                        f"its own recipe")
+    if print_config:
+        print(resolved_recipe_text(load_recipe(recipe, set_ or [])), end="")
+        return
     options = {"data_dir": data_dir, "out_dir": out, "quiet": quiet, "console": console}
     try:
         if resume:
-            results = train_with_fallback(resume_dir=resume, **options)
+            results = train_with_fallback(resume_dir=resume, fallback=not no_fallback, **options)
         else:
-            results = train_with_fallback(load_recipe(recipe, set_ or []), **options)
+            results = train_with_fallback(load_recipe(recipe, set_ or []), fallback=not no_fallback, **options)
     finally:
         leave()  # under torchrun: leave the process group cleanly, whatever happened
     if results[-1].run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
@@ -104,6 +115,19 @@ def train_command(
     console.print(f"Next:\n  mnist-kit eval {final}\n  mnist-kit plot all {final}\n"
                   f"  mnist-kit predict {final} my-digit.jpg --show-input {final}/inputs", highlight=False,
                   soft_wrap=True)
+
+
+def resolved_recipe_text(recipe) -> str:
+    """--print-config: the recipe after --set and defaults, as TOML, with what its parts come to."""
+    from mnist_kit.assemble import describe, dry_build
+    from mnist_kit.recipe import to_toml, toml_value
+
+    parts, images = dry_build(recipe.config)
+    batch = recipe.config["data"]["batch_size"]
+    overrides = " ".join(f"{k}={toml_value(v)}" for k, v in recipe.overrides.items())
+    return (f"# {recipe.name} ({recipe.path})" + (f" with --set {overrides}" if overrides else "") + "\n"
+            f"# {describe(parts)}; {images:,} training images, {-(-images // batch)} steps an epoch; every part "
+            f"built on the CPU\n" + to_toml(recipe.config))
 
 
 RunPath = Annotated[Path, typer.Argument(help="A run folder (runs/baseline-...) or its .safetensors/.pth file.")]
@@ -176,7 +200,7 @@ def plot_command(
     data_dir: DataDir = None,
 ):
     """Plot a run as PNG files: training curves, samples, class counts, predictions, confusion matrix."""
-    from mnist_kit.plots import plot_run
+    from mnist_kit.runs import plot_run
 
     for path in plot_run(kind, run, out, data_dir, mistakes=mistakes, count=count):
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
@@ -238,14 +262,26 @@ def sweep_command(
     With --backend ray the points run as Ray tasks on a cluster (pip install -e '.[cluster]'); give --out a
     folder every node can reach.
     """
-    from mnist_kit.sweep import best_point, run_sweep
+    from mnist_kit.sweep import best_point, local_backend, run_sweep
+
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend {backend!r}; choose local or ray" + closest(backend, ("local", "ray")))
+    if backend == "ray" and workers > 1:
+        raise UserError("--workers is for the local backend; on Ray the cluster's CPUs decide (see --cpus-per-point)")
+    if backend == "local" and address:
+        raise UserError("--address names a Ray cluster: use it with --backend ray")
+    if backend == "ray":
+        from mnist_kit.cluster import ray_backend
+
+        chosen = ray_backend(address, cpus_per_point or 1)
+    else:
+        chosen = local_backend(workers, cpus_per_point)
 
     def progress(row: dict) -> None:
         result = f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else f"failed: {row['error']}"
         console.print(f"point {row['point']}: {result} ({row['status']})", highlight=False, soft_wrap=True)
 
-    rows, folder = run_sweep(sweep_file, out, data_dir, workers, on_row=progress, backend=backend, address=address,
-                             cpus_per_point=cpus_per_point)
+    rows, folder = run_sweep(sweep_file, out, data_dir, chosen, on_row=progress)
     keys = [k for k in rows[0] if k not in ("point", "test_accuracy", "seconds", "run", "status", "error")]
     best = best_point(rows)
     table = Table("point", *keys, "test accuracy", "seconds", "", title=f"sweep {sweep_file}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.recipe import load_recipe
-from mnist_kit.sweep import Point, failed_row, run_point
+from mnist_kit.sweep import Backend, Point, failed_row, run_point
 
 INSTALL_HINT = "pip install -e '.[cluster]' (or pip install 'ray>=2.60')"
 
@@ -61,6 +61,15 @@ def gpus_for(base: str, point: Point, cluster_gpus: float) -> int:
     """1 if the point's recipe trains on CUDA (device cuda, or auto on a cluster that has GPUs), else 0."""
     device = load_recipe(base, point.overrides).config["train"]["device"]
     return int(device.startswith("cuda") or (device == "auto" and cluster_gpus > 0))
+
+
+def ray_backend(address: str | None = None, cpus_per_point: int = 1) -> Backend:
+    """A sweep backend that runs the points as Ray tasks: `run_sweep(path, backend=ray_backend(...))`."""
+
+    def run(base: str, points: list[Point], data_dir: Path, report) -> None:
+        run_on_ray(base, points, data_dir, address, cpus_per_point, report)
+
+    return run
 
 
 def run_on_ray(base: str, points: list[Point], data_dir: Path, address: str | None = None,

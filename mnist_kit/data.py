@@ -7,16 +7,50 @@ from pathlib import Path
 
 import torch
 
+from mnist_kit.errors import UserError
 from mnist_kit.fetch import FASHION_FILES, MNIST_FILES, fetch_fashion_mnist, fetch_mnist, read_idx
 from mnist_kit.registry import Registry
 
 DATASETS = Registry("dataset")
-# (input shape, classes) of each data set, so a recipe's model can be checked before any data is fetched
-DATASET_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {"mnist": ((1, 28, 28), 10),
-                                                                "fashion-mnist": ((1, 28, 28), 10)}
+DIGITS = [str(digit) for digit in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 DATA_ENV = "MNIST_KIT_DATA"
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What a data set is, known before its files are fetched: recipes are checked against it."""
+
+    input_shape: tuple[int, int, int]  # (channels, height, width) of one image as the model sees it
+    classes: list[str]
+    train_images: int
+    test_images: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def describes(input_shape: tuple[int, int, int], classes: list[str], train_images: int, test_images: int):
+    """Decorator: a dataset factory states its image shape, classes and split sizes (as `factory.spec`)."""
+
+    def attach(factory):
+        factory.spec = DatasetSpec(tuple(input_shape), list(classes), train_images, test_images)
+        return factory
+
+    return attach
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    """The registered data set's spec; a plugin's dataset factory without one is told how to state it."""
+    factory = DATASETS.get(name)
+    spec = getattr(factory, "spec", None)
+    if not isinstance(spec, DatasetSpec):
+        raise UserError(f"dataset {name!r} does not state its images: decorate its factory with "
+                        f"@mnist_kit.data.describes(input_shape=(1, 28, 28), classes=[...], train_images=N, "
+                        f"test_images=M)")
+    return spec
 
 
 @dataclass(frozen=True)
@@ -42,6 +76,11 @@ class Splits:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def spec(self) -> DatasetSpec:
+        """What these splits are, in the form recipes are checked against."""
+        return DatasetSpec(self.input_shape, self.classes, len(self.train_labels), len(self.test_labels))
+
 
 def data_root(data_dir: Path | str | None = None) -> Path:
     """The data folder: the argument, else $MNIST_KIT_DATA, else ./data."""
@@ -60,12 +99,13 @@ def tensor(array) -> torch.Tensor:
 
 
 @DATASETS.register("mnist")
+@describes(input_shape=(1, 28, 28), classes=DIGITS, train_images=60_000, test_images=10_000)
 def mnist(root: Path) -> Splits:
     """MNIST: 60,000 training and 10,000 test digits, fetched and verified into root/MNIST/raw."""
     raw = fetch_mnist(root)
     return Splits(
         name="mnist",
-        classes=[str(digit) for digit in range(10)],
+        classes=DIGITS,
         train_images=tensor(read_idx(raw / "train-images-idx3-ubyte")),
         train_labels=tensor(read_idx(raw / "train-labels-idx1-ubyte")).long(),
         test_images=tensor(read_idx(raw / "t10k-images-idx3-ubyte")),
@@ -86,6 +126,7 @@ def pixel_statistics(images: torch.Tensor) -> tuple[float, float]:
 
 
 @DATASETS.register("fashion-mnist")
+@describes(input_shape=(1, 28, 28), classes=FASHION_CLASSES, train_images=60_000, test_images=10_000)
 def fashion_mnist(root: Path) -> Splits:
     """Fashion-MNIST: 28x28 grey clothing images in 10 classes, normalized with its own training statistics."""
     raw = fetch_fashion_mnist(root)

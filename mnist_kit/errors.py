@@ -7,3 +7,11 @@ class UserError(Exception):
 
 class Interrupted(Exception):
     """Training stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume."""
+
+
+class Diverged(Exception):
+    """The training loss (or the evaluated model) stopped being a finite number: the run cannot go on."""
+
+    def __init__(self, epoch: int, step: int, lr: float, what: str = "the training loss"):
+        super().__init__(f"{what} is not a finite number at epoch {epoch}, step {step} (lr {lr:.3g})")
+        self.epoch, self.step, self.lr = epoch, step, lr

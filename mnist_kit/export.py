@@ -30,21 +30,21 @@ def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
 
 
-def checkpoint(model: nn.Module, recipe_config: dict, test_accuracy: float) -> dict:
+def checkpoint(model: nn.Module, recipe: dict, test_accuracy: float) -> dict:
     """The .pth dict: the reference pipeline's three keys, plus the resolved recipe to rebuild the model."""
     return {
         "model_state_dict": cpu_state_dict(model),
         "model_architecture": str(model),
         "test_accuracy": test_accuracy,
-        "recipe": recipe_config,
+        "recipe": recipe,  # the recipe in its dict form (mnist_kit.recipe.recipe_to_dict)
     }
 
 
-def save_weights(run_dir: Path, model: nn.Module, recipe_config: dict, test_accuracy: float) -> list[Path]:
+def save_weights(run_dir: Path, model: nn.Module, recipe: dict, test_accuracy: float) -> list[Path]:
     """model.pth and model.safetensors (the same tensors, key for key) in `run_dir`."""
-    ckpt = checkpoint(model, recipe_config, test_accuracy)
+    ckpt = checkpoint(model, recipe, test_accuracy)
     header = {"model_architecture": ckpt["model_architecture"], "test_accuracy": repr(test_accuracy),
-              "recipe": json.dumps(recipe_config)}
+              "recipe": json.dumps(recipe)}
     blob = safetensors.torch.save(ckpt["model_state_dict"], metadata=header)
     return [write_atomic(run_dir / PTH, lambda file: torch.save(ckpt, file)),
             write_bytes_atomic(run_dir / SAFETENSORS, blob)]

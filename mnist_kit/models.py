@@ -62,6 +62,8 @@ def count_parameters(model: nn.Module) -> int:
 def cnn_example(input_shape: Sequence[int], num_classes: int, dropout_conv: float = 0.25,
                 dropout_fc: float = 0.5, hidden: int = 128) -> nn.Sequential:
     """PyTorch's MNIST example network: two 3x3 convolutions (32, 64), max-pool, dropout, fc 128, dropout."""
+    if not 0 <= dropout_conv < 1 or not 0 <= dropout_fc < 1 or hidden < 1:
+        raise ValueError(f"dropouts must be in [0, 1) and hidden >= 1, got {dropout_conv}, {dropout_fc}, {hidden}")
     channels, height, width = input_shape
     flat = 64 * ((height - 4) // 2) * ((width - 4) // 2)
     return nn.Sequential(OrderedDict(
@@ -81,6 +83,8 @@ def convnet(input_shape: Sequence[int], num_classes: int, widths: Sequence[int] 
     on a quarter of the pixels from the start, which is most of the cost of a small CNN on a CPU."""
     if not widths or any(not isinstance(w, int) or w < 1 for w in widths) or convs_per_stage < 1:
         raise ValueError(f"widths must list positive channel counts and convs_per_stage >= 1, got {widths}")
+    if stem_kernel < 1 or stem_stride < 1:
+        raise ValueError(f"stem_kernel and stem_stride must be >= 1, got {stem_kernel} and {stem_stride}")
     if pool not in ("max", "avg") or not 0 <= dropout < 1:
         raise ValueError(f"pool must be max or avg and dropout in [0, 1), got {pool!r} and {dropout}")
     layers: OrderedDict[str, nn.Module] = OrderedDict()

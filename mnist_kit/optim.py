@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import optim
 from torch.optim import lr_scheduler
+from torch.optim.swa_utils import AveragedModel
 
 from mnist_kit.registry import Registry
 
@@ -71,6 +72,9 @@ def step(optimizer, epochs: int, steps_per_epoch: int, step_size: int = 10,
 def cosine(optimizer, epochs: int, steps_per_epoch: int, min_lr: float = 0.0,
            warmup_epochs: float = 0.0) -> lr_scheduler.LRScheduler:
     """Optional linear warm-up, then cosine decay to `min_lr` at the last step."""
+    if min_lr < 0 or not 0 <= warmup_epochs < epochs:
+        raise ValueError(f"min_lr must be >= 0 and warmup_epochs in [0, epochs={epochs}), got {min_lr} and "
+                         f"{warmup_epochs}")
     total = epochs * steps_per_epoch
     warmup = round(warmup_epochs * steps_per_epoch)
     decay = lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=min_lr)
@@ -80,12 +84,16 @@ def cosine(optimizer, epochs: int, steps_per_epoch: int, min_lr: float = 0.0,
     return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
 
-@SCHEDULERS.register("onecycle")
-def onecycle(optimizer, epochs: int, steps_per_epoch: int, max_lr: float = 0.01, pct_start: float = 0.25,
-             div_factor: float = 25.0, final_div_factor: float = 1e4,
-             anneal_strategy: str = "cos") -> lr_scheduler.LRScheduler:
-    """Ramp up to `max_lr` over `pct_start` of the run, then anneal far below the start."""
-    return lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+@SCHEDULERS.register("onecycle", hints={"max_lr": "OneCycle peaks at the optimizer's lr: set optimizer.lr"})
+def onecycle(optimizer, epochs: int, steps_per_epoch: int, pct_start: float = 0.25, div_factor: float = 25.0,
+             final_div_factor: float = 1e4, anneal_strategy: str = "cos") -> lr_scheduler.LRScheduler:
+    """Ramp up from lr / div_factor to the optimizer's lr (the peak) over `pct_start` of the run, then anneal to
+    lr / div_factor / final_div_factor. The optimizer's lr is the one learning rate: there is no separate max_lr."""
+    if not 0 < pct_start < 1 or div_factor <= 0 or final_div_factor <= 0 or anneal_strategy not in ("cos", "linear"):
+        raise ValueError("pct_start must be in (0, 1), div_factor and final_div_factor > 0, anneal_strategy "
+                         f"cos or linear; got {pct_start}, {div_factor}, {final_div_factor}, {anneal_strategy!r}")
+    peaks = [group["lr"] for group in optimizer.param_groups]
+    return lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, epochs=epochs, steps_per_epoch=steps_per_epoch,
                                    pct_start=pct_start, div_factor=div_factor,
                                    final_div_factor=final_div_factor, anneal_strategy=anneal_strategy)
 
@@ -96,9 +104,32 @@ def nll():
     return F.nll_loss
 
 
+NEEDS_LOG_PROBABILITIES = {"nll"}  # losses that are wrong on raw scores (the recipe check runs the model once)
+
+
+def make_ema(model: torch.nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of the weights (and BatchNorm statistics), updated after every step.
+
+    It warms up as timm's and TensorFlow's model EMA do: after n updates the decay is min(decay, (1 + n) / (10 + n)),
+    so the average of a short run is made of its trained weights, not of the random start it began from.
+    """
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], updates: torch.Tensor) -> None:
+        warm = torch.clamp((1 + updates) / (10 + updates), max=decay)  # a tensor: no host sync
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - warm.to(averaged[0].dtype))
+        else:  # integer buffers (BatchNorm's batch counter): follow the model
+            torch._foreach_copy_(averaged, current)
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)
+
+
 @LOSSES.register("cross_entropy")
 def cross_entropy(label_smoothing: float = 0.0):
     """Cross-entropy of logits (log-probabilities work too: log_softmax leaves them unchanged)."""
+    if not 0 <= label_smoothing <= 1:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
 
     def loss(output: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         return F.cross_entropy(output, target, label_smoothing=label_smoothing, reduction=reduction)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
 
 MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs): a 12-megapixel photo is well inside
@@ -147,6 +148,11 @@ def gray_png(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def save_gray_png(image: np.ndarray, path: Path | str) -> Path:
+    """A [0, 1] grey image as an 8-bit PNG of the same size (what the model saw), written atomically."""
+    return write_bytes_atomic(path, gray_png(image))
+
+
 def normalize_image(image: np.ndarray, mean: float, std: float) -> torch.Tensor:
     """A 28x28 [0, 1] image as a (1, 1, 28, 28) model input (quantized to bytes as MNIST's pixels are)."""
     quantized = np.round(image * 255) / 255
@@ -166,7 +172,6 @@ def classify(model, inputs: torch.Tensor, classes: list[str], top_k: int) -> lis
 def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
                   show_input: Path | str | None = None) -> list[dict]:
     """Classify image files with a run's model; a file that fails gets an 'error' entry, the rest go on."""
-    from mnist_kit.plots import save_gray_png
     from mnist_kit.runs import build_run_model, find_run
 
     run = find_run(path)

@@ -1,21 +1,20 @@
 """TOML recipes: find, load, override with --set, check against the schema and the factories, resolve."""
 
 import copy
-import importlib
-import importlib.util
+import json
+import math
 import re
-import sys
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_kit.augment import AUGMENTATIONS
-from mnist_kit.data import DATASET_SHAPES, DATASETS
+from mnist_kit.assemble import PARTS, dry_build
+from mnist_kit.data import DATASETS
 from mnist_kit.errors import UserError
-from mnist_kit.models import MODELS
-from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULERS
-from mnist_kit.registry import Registry, closest
+from mnist_kit.plugins import import_plugins
+from mnist_kit.registry import closest
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -29,10 +28,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     },
     "train": {
         "epochs": ((int,), 25, POSITIVE),
-        "seed": ((int,), 0, None),
+        "seed": ((int,), 0, (lambda v: 0 <= v < 2**32, "must be in [0, 2**32) (what numpy and torch both accept)")),
         "device": ((str,), "auto", (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v),
                                     "must be auto, cpu, cuda, cuda:N or mps")),
-        "loss": ((str, dict), "nll", None),
+        "loss": ((str, dict), "cross_entropy", None),  # right for logits and log-probabilities alike
         "precision": ((str,), "fp32", (lambda v: v in ("fp32", "bf16", "auto"), "must be fp32, bf16 or auto")),
         "ema": ((int, float), 0.0, (lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns it off)")),
         "channels_last": ((bool,), False, None),
@@ -43,15 +42,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "recipe": ((str,), None, None),
     },
 }
-# Sections whose keys are the arguments of the factory they name (checked against its signature).
-FACTORY_SECTIONS: dict[str, Registry] = {"model": MODELS, "optimizer": OPTIMIZERS, "scheduler": SCHEDULERS}
-# What the training code passes to each factory itself (never set from a recipe).
-SUPPLIED = {
-    "model": ("input_shape", "num_classes"),
-    "optimizer": ("params",),
-    "scheduler": ("optimizer", "epochs", "steps_per_epoch"),
-    "loss": (),
-}
+# Sections whose keys are the arguments of the factory they name (checked against its signature), and their
+# default when a recipe leaves the section out.
+FACTORY_SECTIONS = {"model": None, "optimizer": {"name": "adam"}, "scheduler": {"name": "none"}}
+SCHEMA_VERSION = 2  # of a recipe's dict form and of metadata.json; 1: before it was written down
 TOP_LEVEL = {"description": (str,), "plugins": (list,), "augment": (list,)}
 BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
 
@@ -63,7 +57,7 @@ class Recipe:
     name: str
     path: Path
     config: dict
-    overrides: tuple[str, ...] = field(default=())
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted key -> value, as --set gave them
 
     @property
     def description(self) -> str:
@@ -128,11 +122,20 @@ def check_key(keys: list[str]) -> None:
                         + closest(keys[1], known))
 
 
-def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dict:
-    """A copy of `config` with each 'dotted.key=value' set (factory arguments are checked later)."""
+def parse_overrides(overrides: Mapping[str, Any] | Sequence[str]) -> dict[str, Any]:
+    """--set strings ('train.epochs=1', ...) as {dotted key: value}; a mapping is taken as it is (a copy)."""
+    if isinstance(overrides, Mapping):
+        return dict(overrides)
+    if isinstance(overrides, str):
+        raise TypeError("overrides: give a list of KEY=VALUE strings or a dict, not one string")
+    return {".".join(keys): value for keys, value in map(parse_override, overrides)}
+
+
+def apply_overrides(config: dict, overrides: Mapping[str, Any] | Sequence[str]) -> dict:
+    """A copy of `config` with each dotted key set (factory arguments are checked later)."""
     config = copy.deepcopy(config)
-    for assignment in overrides:
-        keys, value = parse_override(assignment)
+    for dotted, value in parse_overrides(overrides).items():
+        keys = dotted.split(".")
         check_key(keys)
         table = config
         for key in keys[:-1]:
@@ -141,29 +144,6 @@ def apply_overrides(config: dict, overrides: list[str] | tuple[str, ...]) -> dic
             table = table.setdefault(key, {})
         table[keys[-1]] = value
     return config
-
-
-def import_plugins(plugins: list[str], base: Path) -> None:
-    """Import the modules a recipe names (module names, or .py paths relative to the recipe's folder)."""
-    for plugin in plugins:
-        if not isinstance(plugin, str):
-            raise UserError(f"plugins: expected module names or .py paths, got {plugin!r}")
-        try:
-            if plugin.endswith(".py"):
-                path = (base / plugin) if not Path(plugin).is_absolute() else Path(plugin)
-                if not path.is_file():
-                    raise UserError(f"plugin {plugin!r}: no such file {path}")
-                module_name = f"mnist_kit_plugin_{path.stem}"
-                spec = importlib.util.spec_from_file_location(module_name, path)
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(plugin)
-        except UserError:
-            raise
-        except Exception as error:
-            raise UserError(f"plugin {plugin!r} does not import: {type(error).__name__}: {error}") from error
 
 
 def type_error(where: str, value: Any, types: tuple[type, ...]) -> UserError:
@@ -194,7 +174,7 @@ def resolve(config: dict, source: str) -> dict:
             resolved[key] = config[key]
     resolved.setdefault("description", "")
     resolved.setdefault("plugins", [])
-    resolved["augment"] = [resolve_factory(table, AUGMENTATIONS, ("fill",), f"{source}: [[augment]] {i + 1}")
+    resolved["augment"] = [resolve_factory(table, "augment", f"{source}: [[augment]] {i + 1}")
                            for i, table in enumerate(resolved.get("augment", []))]
     for section, fields in SCHEMA.items():
         given = config.get(section, {})
@@ -211,18 +191,33 @@ def resolve(config: dict, source: str) -> dict:
             value = given.get(key, default)
             if value is not None:
                 resolved[section][key] = value
-    for section, registry in FACTORY_SECTIONS.items():
-        resolved[section] = resolve_factory(config.get(section), registry, SUPPLIED[section], f"{source}: [{section}]")
-    resolved["train"]["loss"] = resolve_factory(resolved["train"]["loss"], LOSSES, (), f"{source}: train.loss")
+    for section, default in FACTORY_SECTIONS.items():
+        table = config.get(section, default)
+        if default and isinstance(table, dict) and "name" not in table:  # `--set optimizer.lr=...` on the default
+            table = {**default, **table}
+        resolved[section] = resolve_factory(table, section, f"{source}: [{section}]")
+    resolved["train"]["loss"] = resolve_factory(resolved["train"]["loss"], "loss", f"{source}: train.loss")
     DATASETS.get(resolved["data"]["dataset"])
+    check_finite(resolved, source)
     fallback = resolved["fallback"]
     if bool("min_test_accuracy" in fallback) != bool("recipe" in fallback):
         raise UserError(f"{source}: [fallback] needs both min_test_accuracy and recipe")
     return resolved
 
 
-def resolve_factory(table: Any, registry: Registry, supplied: tuple[str, ...], where: str) -> dict:
+def check_finite(value: Any, source: str, keys: tuple = ()) -> None:
+    """Refuse inf and nan anywhere in a recipe (a learning rate of inf trains a model of NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        where = ".".join(str(k) for k in keys)
+        raise UserError(f"{source}: {where} must be a finite number, got {value}")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        check_finite(item, source, (*keys, key))
+
+
+def resolve_factory(table: Any, part: str, where: str) -> dict:
     """A factory table checked against its signature, with the factory's defaults filled in."""
+    registry, supplied = PARTS[part]
     if table is None:
         raise UserError(f"{where} is missing: it names a {registry.kind} (known: {', '.join(registry.names())})")
     if isinstance(table, str):
@@ -230,33 +225,15 @@ def resolve_factory(table: Any, registry: Registry, supplied: tuple[str, ...], w
     if not isinstance(table, dict):
         raise type_error(where, table, (dict,))
     try:
-        registry.check(table, dict.fromkeys(supplied))
+        registry.check(table, supplied)
     except UserError as error:
         misplaced = [key for key in table if key in TOP_LEVEL]
         hint = (f" ({misplaced[0]!r} is a top-level key: in TOML it must come before the first [table])"
                 if misplaced else "")
         raise UserError(f"{where}: {error}{hint}") from error
-    params = registry.user_parameters(table["name"], dict.fromkeys(supplied))
+    params = registry.user_parameters(table["name"], supplied)
     defaults = {k: v.default for k, v in params.items() if v.default is not v.empty}
     return {"name": table["name"], **jsonable(defaults), **{k: v for k, v in table.items() if k != "name"}}
-
-
-def check_buildable(config: dict, source: str) -> None:
-    """Build the factories once on stand-ins, so their own checks (negative lr, dropout >= 1...) fail now."""
-    import torch
-
-    try:
-        optimizer = OPTIMIZERS.build(config["optimizer"], params=[torch.nn.Parameter(torch.zeros(1))])
-        SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=config["train"]["epochs"],
-                         steps_per_epoch=1)
-        LOSSES.build(config["train"]["loss"])
-        for table in config["augment"]:
-            AUGMENTATIONS.build(table, fill=0.0)
-        if config["data"]["dataset"] in DATASET_SHAPES:
-            input_shape, num_classes = DATASET_SHAPES[config["data"]["dataset"]]
-            MODELS.build(config["model"], input_shape=input_shape, num_classes=num_classes)
-    except UserError as error:
-        raise UserError(f"{source}: {error}") from error
 
 
 def jsonable(value: Any) -> Any:
@@ -268,30 +245,131 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+def load_recipe(name_or_path: str | Path, overrides: Mapping[str, Any] | Sequence[str] = (),
                 relative_to: Path | None = None, _chain: tuple[Path, ...] = ()) -> Recipe:
-    """Find, read, override, import plugins, check and resolve a recipe (and check its fallback chain)."""
+    """Find, read, override, import plugins, resolve and check a recipe: every part is built once on the CPU
+    (no data), and its fallback chain is checked with the overrides it would carry."""
     path = recipe_path(name_or_path, relative_to).resolve()
+    overrides = parse_overrides(overrides)
     config = apply_overrides(read_toml(path), overrides)
     if isinstance(config.get("plugins"), list):
         import_plugins(config["plugins"], path.parent)
     resolved = resolve(config, path.name)
-    check_buildable(resolved, path.name)
+    try:
+        dry_build(resolved)
+    except UserError as error:
+        raise UserError(f"{path.name}: {error}") from error
+    recipe = Recipe(name=path.stem, path=path, config=resolved, overrides=overrides)
     chain = (*_chain, path)
-    fallback = resolved["fallback"].get("recipe")
-    if fallback:
+    if fallback := resolved["fallback"].get("recipe"):
         target = recipe_path(fallback, path.parent).resolve()
         if target in chain:
             loop = " -> ".join(p.stem for p in (*chain, target))
             raise UserError(f"{path.name}: fallback recipes loop back on themselves: {loop}")
-        load_recipe(target, (), None, chain)
-    return Recipe(name=path.stem, path=path, config=resolved, overrides=tuple(overrides))
+        load_recipe(target, carried_overrides(recipe, read_toml(target))[0], None, chain)
+    return recipe
 
 
-def fallback_recipe(recipe: Recipe) -> Recipe | None:
-    """The recipe to train when this one falls short of its fallback.min_test_accuracy (or None)."""
+def carried_overrides(recipe: Recipe, fallback_config: dict) -> tuple[dict[str, Any], list[str]]:
+    """Which of a recipe's --set values its fallback takes: those it has the key for (a fixed section's key, or an
+    argument of the same factory), never a factory's `name` or the [fallback] section. Returns (carried, dropped)."""
+    carried, dropped = {}, []
+    for dotted, value in recipe.overrides.items():
+        keys = dotted.split(".")
+        section = keys[0]
+        if section in FACTORY_SECTIONS or dotted.startswith("train.loss."):
+            table = (fallback_config.get("train", {}).get("loss") if section == "train"
+                     else fallback_config.get(section, FACTORY_SECTIONS[section]))
+            mine = recipe.config["train"]["loss"] if section == "train" else recipe.config[section]
+            name = table if isinstance(table, str) else (table or {}).get("name")
+            has = keys[-1] != "name" and name == mine["name"]
+        elif section in SCHEMA and section != "fallback":
+            has = len(keys) == 2
+        else:
+            has = False
+        (carried.__setitem__(dotted, value) if has else dropped.append(dotted))
+    return carried, dropped
+
+
+def fallback_recipe(recipe: Recipe) -> tuple[Recipe, dict[str, Any], list[str]] | None:
+    """The recipe to train when this one falls short of its fallback.min_test_accuracy, with the --set values it
+    carries over and the keys it drops; None when there is no fallback."""
     name = recipe.config["fallback"].get("recipe")
-    return load_recipe(recipe_path(name, recipe.path.parent)) if name else None
+    if not name:
+        return None
+    path = recipe_path(name, recipe.path.parent)
+    carried, dropped = carried_overrides(recipe, read_toml(path))
+    return load_recipe(path, carried), carried, dropped
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """The one dict form of a recipe, as metadata.json, last.pth and model.pth hold it (JSON-ready)."""
+    return {"schema": SCHEMA_VERSION, "name": recipe.name, "path": str(recipe.path), "config": recipe.config,
+            "overrides": dict(recipe.overrides)}
+
+
+def recipe_from_dict(record: dict) -> Recipe:
+    """A Recipe from its dict form; a record written before schema 2 (overrides as KEY=VALUE strings, onecycle's
+    max_lr) is upgraded. Nothing is imported and no factory is called: opening a run reads data."""
+    try:
+        schema = record.get("schema", 1)
+        config = upgrade_config(record["config"], schema)
+        return Recipe(name=str(record["name"]), path=Path(record["path"]), config=config,
+                      overrides=parse_overrides(record.get("overrides") or {}))
+    except (KeyError, TypeError, AttributeError, UserError) as error:
+        raise UserError(f"not an mnist-kit recipe record ({type(error).__name__}: {error})") from error
+
+
+def upgrade_config(config: dict, schema: int) -> dict:
+    """A resolved recipe of an older schema in today's form: keys that moved are moved, new keys get their
+    defaults. Schema 1 -> 2: onecycle's max_lr became the optimizer's lr (the one learning rate)."""
+    if schema > SCHEMA_VERSION:
+        raise UserError(f"written by a newer mnist-kit (schema {schema}; this one reads up to {SCHEMA_VERSION})")
+    config = copy.deepcopy(config)
+    scheduler = config.get("scheduler") or {}
+    if schema < 2 and scheduler.get("name") == "onecycle" and "max_lr" in scheduler:
+        config["optimizer"]["lr"] = scheduler.pop("max_lr")
+    for section, fields in SCHEMA.items():
+        for key, (_, default, _) in fields.items():
+            if default is not None:
+                config.setdefault(section, {}).setdefault(key, default)
+    return config
+
+
+def run_recipe(metadata: dict) -> Recipe:
+    """The recipe a run was trained with, from its metadata.json (schema 2, or the flat keys of schema 1)."""
+    if metadata.get("schema", 1) >= 2:
+        return recipe_from_dict(metadata["recipe"])
+    return recipe_from_dict({"schema": 1, "name": metadata.get("recipe_name", "run"),
+                             "path": metadata.get("recipe_path", ""), "config": metadata["recipe"],
+                             "overrides": metadata.get("overrides") or []})
+
+
+def to_toml(config: dict) -> str:
+    """A resolved recipe as TOML text that reads back to the same dict (`--print-config`)."""
+    lines = [f"{key} = {toml_value(config[key])}" for key in TOP_LEVEL  # [[augment]] tables come below
+             if key in config and not (key == "augment" and config[key])]
+    for section in ("data", "model", "optimizer", "scheduler", "train", "augment", "fallback"):
+        for table in (config.get(section, []) if section == "augment" else [config.get(section)]):
+            if table is not None:
+                header = "[[augment]]" if section == "augment" else f"[{section}]"
+                lines += ["", header, *(f"{k} = {toml_value(v)}" for k, v in table.items())]
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    """A plain value (number, bool, string, list, table) as TOML text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back to the same float (1e-05, 0.1, 25.0)
+    return str(value)
 
 
 def list_recipes() -> list[tuple[str, str]]:

@@ -7,14 +7,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mnist_kit.assemble import build_model
 from mnist_kit.atomic import write_json_atomic
-from mnist_kit.data import Splits, load_dataset, normalize
+from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize
 from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
-from mnist_kit.evaluate import full_report, mean_probability, predict_logits, predict_with_tta
+from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
 from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
-from mnist_kit.models import MODELS
-from mnist_kit.recipe import import_plugins
+from mnist_kit.plugins import import_plugins
+from mnist_kit.recipe import Recipe, run_recipe
+from mnist_kit.registry import closest
 
 EVAL_JSON = "eval.json"
 EVAL_TTA_JSON = "eval-tta.json"
@@ -29,12 +31,20 @@ class Run:
     metadata: dict
 
     @property
-    def recipe(self) -> dict:
-        return self.metadata["recipe"]
+    def recipe(self) -> Recipe:
+        """The recipe it was trained with (metadata of any schema, upgraded)."""
+        return run_recipe(self.metadata)
 
     @property
     def classes(self) -> list[str]:
         return self.metadata["classes"]
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """The images and classes the model was built for."""
+        data = self.metadata.get("data", {})
+        return DatasetSpec(tuple(self.metadata["input_shape"]), self.classes, data.get("train_images", 0),
+                           data.get("test_images", 0))
 
 
 def find_run(path: Path | str) -> Run:
@@ -56,10 +66,11 @@ def find_run(path: Path | str) -> Run:
         raise UserError(f"{run_dir} is not a run folder: no {METADATA} beside the weights")
     try:
         metadata = json.loads(meta_path.read_text())
-        metadata["recipe"]["model"], metadata["classes"], metadata["input_shape"]  # noqa: B018 (must exist)
-    except (OSError, ValueError, KeyError, TypeError) as error:
+        run = Run(run_dir=run_dir, weights=weights, metadata=metadata)
+        run.recipe.config["model"]["name"], run.spec  # noqa: B018 (must exist)
+    except (OSError, ValueError, KeyError, TypeError, UserError) as error:
         raise UserError(f"{meta_path}: not mnist-kit run metadata ({type(error).__name__}: {error})") from error
-    return Run(run_dir=run_dir, weights=weights, metadata=metadata)
+    return run
 
 
 def load_weights(run: Run) -> tuple[dict, Path]:
@@ -84,10 +95,9 @@ def build_run_model(run: Run) -> nn.Module:
 def build_run_model_from(run: Run) -> tuple[nn.Module, Path]:
     """The run's model with its trained weights, in eval mode, and the weights file actually used."""
     recipe = run.recipe
-    if recipe.get("plugins"):
-        import_plugins(recipe["plugins"], Path(run.metadata.get("recipe_path", run.run_dir)).parent)
-    model = MODELS.build(recipe["model"], input_shape=tuple(run.metadata["input_shape"]),
-                         num_classes=len(run.classes))
+    if recipe.config.get("plugins"):
+        import_plugins(recipe.config["plugins"], recipe.path.parent)
+    model = build_model(recipe.config, run.spec)
     state, used = load_weights(run)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -159,3 +169,59 @@ def export_run(path: Path | str, fmt: str = "onnx") -> Path:
         raise UserError(f"unknown export format {fmt!r}; known: onnx")
     run = find_run(path)
     return save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), run.run_dir / "model.onnx")
+
+
+def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, data_dir: Path | str | None = None,
+             mistakes: bool = False, count: int = 32, seed: int = 0) -> list[Path]:
+    """Write one kind of plot (or `all`) for a run as PNG files into out_dir (default RUN/plots)."""
+    from mnist_kit.plots import (  # matplotlib only where a plot is made: eval, predict and serve start faster
+        PLOT_KINDS,
+        classes_figure,
+        confusion_figure,
+        curves_figure,
+        predictions_figure,
+        samples_figure,
+        save_png,
+    )
+
+    kinds = PLOT_KINDS if kind == "all" else (kind,)
+    if kind != "all" and kind not in PLOT_KINDS:
+        raise UserError(f"unknown plot {kind!r}; known: {', '.join(PLOT_KINDS)}, all." + closest(kind, PLOT_KINDS))
+    run = find_run(path)
+    out = Path(out_dir) if out_dir else run.run_dir / "plots"
+    figures = {}
+    if "curves" in kinds:
+        figures["curves"] = curves_figure(run.metadata["history"])
+    if set(kinds) & {"samples", "classes", "predictions", "confusion"}:
+        splits = run_dataset(run, data_dir)
+        classes = splits.classes
+    if "samples" in kinds:
+        pick = torch.randperm(len(splits.train_labels), generator=torch.Generator().manual_seed(seed))[:count]
+        figures["samples"] = samples_figure(splits.train_images[pick].numpy(), splits.train_labels[pick].numpy(),
+                                            classes)
+    if "classes" in kinds:
+        figures["classes"] = classes_figure(class_counts(splits.train_labels, len(classes)),
+                                            class_counts(splits.test_labels, len(classes)), classes)
+    if set(kinds) & {"predictions", "confusion"}:
+        outputs = outputs_on_test_split(run, build_run_model(run), splits)
+        confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
+        labels = splits.test_labels
+    if "predictions" in kinds:
+        if mistakes:
+            wrong = (predicted != labels).nonzero().squeeze(1)
+            pick = wrong[confidence[wrong].argsort(descending=True)][:count]
+            title = f"the {len(pick)} most confident mistakes of {len(wrong)}"
+        else:
+            pick = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:count]
+            title = "test predictions"
+        figures["predictions"] = predictions_figure(
+            splits.test_images[pick].numpy(), labels[pick].numpy(), predicted[pick].numpy(),
+            confidence[pick].numpy(), classes, title)
+    if "confusion" in kinds:
+        figures["confusion"] = confusion_figure(confusion_matrix(predicted, labels, len(classes)).tolist(), classes)
+    suffix = "-mistakes" if mistakes else ""
+    try:
+        return [save_png(fig, out / f"{name}{suffix if name == 'predictions' else ''}.png")
+                for name, fig in figures.items()]
+    except OSError as error:
+        raise UserError(f"cannot write plots to {out}: {error.strerror or error}") from error

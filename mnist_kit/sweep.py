@@ -7,9 +7,11 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
@@ -25,22 +27,14 @@ class Point:
     """One point of a sweep: its number, the overrides that make it, and its folder."""
 
     index: int
-    values: dict  # dotted key -> value, from the grid
-    overrides: tuple[str, ...]  # the sweep's fixed `set` values, then the grid's
+    values: dict[str, Any]  # dotted key -> value, from the grid
+    overrides: dict[str, Any]  # the sweep's fixed `set` values, then the grid's: what the point's recipe is given
     folder: Path
 
 
-def toml_value(value) -> str:
-    """A plain value (number, bool, string, list of them) as TOML text, for a `--set` override."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+# How the points get trained: called with the base recipe's path, the points, the data folder and a function that
+# takes each point's summary row as it ends. `local_backend()` here, `mnist_kit.cluster.ray_backend()` on Ray.
+Backend = Callable[[str, list[Point], Path, Callable[[dict], None]], None]
 
 
 def slug(values: dict) -> str:
@@ -77,12 +71,11 @@ def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Poin
     path = Path(path)
     sweep = read_sweep(path)
     base = recipe_path(sweep["recipe"], path.parent)
-    fixed = tuple(f"{key}={toml_value(value)}" for key, value in sweep.get("set", {}).items())
     keys = list(sweep["grid"])
     points = []
     for index, combo in enumerate(itertools.product(*sweep["grid"].values()), start=1):
         values = dict(zip(keys, combo))
-        overrides = fixed + tuple(f"{key}={toml_value(value)}" for key, value in values.items())
+        overrides = {**sweep.get("set", {}), **values}
         try:
             load_recipe(base, overrides)
         except UserError as error:
@@ -140,23 +133,28 @@ def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> 
         torch.set_num_threads(previous_threads)
 
 
-BACKENDS = ("local", "ray")
+def local_backend(workers: int = 1, cpus_per_point: int | None = None) -> Backend:
+    """Points on this machine: one at a time, or `workers` processes, each with `cpus_per_point` threads
+    (default: the cores shared out)."""
+
+    def run(base: str, points: list[Point], data_dir: Path, report: Callable[[dict], None]) -> None:
+        if workers <= 1:
+            for point in points:
+                report(run_point(base, point, data_dir, cpus_per_point))
+            return
+        threads = cpus_per_point or max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(run_point, base, p, data_dir, threads) for p in points]
+            for future in as_completed(futures):
+                report(future.result())
+
+    return run
 
 
-def run_sweep(path: Path | str, out_dir: Path | str | None = None, data_dir=None, workers: int = 1,
-              on_row=None, backend: str = "local", address: str | None = None,
-              cpus_per_point: int | None = None) -> tuple[list[dict], Path]:
-    """Run every point, write summary.csv and summary.png; returns the rows and the sweep's folder.
-
-    backend "local": one point at a time, or `workers` processes; "ray": Ray tasks on the cluster at `address`
-    (or a local Ray instance), `cpus_per_point` CPUs each (default 1). Paths are made absolute for other nodes.
-    """
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose {' or '.join(BACKENDS)}" + closest(backend, BACKENDS))
-    if backend == "ray" and workers > 1:
-        raise UserError("--workers is for the local backend; on Ray the cluster's CPUs decide (see --cpus-per-point)")
-    if backend == "local" and address:
-        raise UserError("--address names a Ray cluster: use it with --backend ray")
+def run_sweep(path: Path | str, out_dir: Path | str | None = None, data_dir=None, backend: Backend | None = None,
+              on_row: Callable[[dict], None] | None = None) -> tuple[list[dict], Path]:
+    """Run every point through `backend` (default: `local_backend()`, one point at a time), write summary.csv and
+    summary.png; returns the rows and the sweep's folder. Paths are made absolute for other nodes."""
     out = (Path(out_dir) if out_dir else Path("runs") / "sweeps" / Path(path).stem).resolve()
     data_dir = data_root(data_dir).resolve()
     sweep, points = sweep_points(path, out)
@@ -167,19 +165,7 @@ def run_sweep(path: Path | str, out_dir: Path | str | None = None, data_dir=None
         if on_row:
             on_row(row)
 
-    if backend == "ray":
-        from mnist_kit.cluster import run_on_ray
-
-        run_on_ray(sweep["base"], points, data_dir, address, cpus_per_point or 1, report)
-    elif workers <= 1:
-        for point in points:
-            report(run_point(sweep["base"], point, data_dir, cpus_per_point))
-    else:
-        threads = cpus_per_point or max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(run_point, sweep["base"], p, data_dir, threads) for p in points]
-            for future in as_completed(futures):
-                report(future.result())
+    (backend or local_backend())(sweep["base"], points, data_dir, report)
     rows.sort(key=lambda row: row["point"])
     write_summary(out, rows, list(sweep["grid"]))
     return rows, out

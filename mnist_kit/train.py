@@ -1,5 +1,6 @@
 """The training loop, written out by hand: recipe in, run folder with weights and metadata out."""
 
+import math
 import random
 import signal
 import threading
@@ -14,10 +15,9 @@ import torch
 from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from mnist_kit import export
-from mnist_kit.augment import AUGMENTATIONS
+from mnist_kit.assemble import Parts, build_parts, check_last_batch
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
 from mnist_kit.device import precision_context, resolve_precision
@@ -32,12 +32,20 @@ from mnist_kit.distributed import (
     share,
     sum_in_place,
 )
-from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.errors import Diverged, Interrupted, UserError
 from mnist_kit.evaluate import evaluate
-from mnist_kit.models import MODELS, count_parameters
-from mnist_kit.optim import LOSSES, OPTIMIZERS, SCHEDULERS
+from mnist_kit.models import count_parameters
+from mnist_kit.plugins import import_plugins
 from mnist_kit.progress import make_display
-from mnist_kit.recipe import Recipe, fallback_recipe, import_plugins
+from mnist_kit.recipe import (
+    SCHEMA_VERSION,
+    Recipe,
+    fallback_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+    run_recipe,
+    toml_value,
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +56,33 @@ class RunResult:
     recipe: str
     test_accuracy: float
     metadata: dict
+
+
+@dataclass(frozen=True)
+class Tensors:
+    """A data set's splits as normalized tensors on the training device."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Loop:
+    """What every step uses: the parts, the module that steps (DDP-wrapped under torchrun), the batches' source."""
+
+    parts: Parts
+    stepped: nn.Module
+    data: Tensors
+    batch_size: int
+    precision: str
+    world: World
+    generator: torch.Generator  # orders the batches
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-len(self.data.train_y) // self.batch_size)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -75,47 +110,83 @@ def new_run_dir(out_dir: Path, name: str) -> Path:
     raise UserError(f"too many runs named {name}-{stamp} in {out_dir}")
 
 
-def train_epoch(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                optimizer: torch.optim.Optimizer, scheduler, loss_fn, generator: torch.Generator,
-                display, precision: str = "fp32", augment=(), ema=None,
-                world: World = ALONE) -> tuple[float, float]:
+def load_tensors(config: dict, data_dir, world: World, device: torch.device) -> tuple[Splits, Tensors]:
+    """The recipe's data set, fetched and verified by one process per machine, as normalized device tensors."""
+    if not world.fetches:  # one process per machine fetches; the others read what it verified
+        barrier(world)
+    splits = load_dataset(config["data"]["dataset"], data_dir)
+    if world.fetches:
+        barrier(world)
+    limit = config["data"].get("limit")
+    tensors = Tensors(normalize(splits.train_images[:limit], splits.mean, splits.std, device),
+                      splits.train_labels[:limit].to(device),
+                      normalize(splits.test_images, splits.mean, splits.std, device), splits.test_labels.to(device))
+    if config["train"]["channels_last"]:
+        tensors = Tensors(tensors.train_x.contiguous(memory_format=torch.channels_last), tensors.train_y,
+                          tensors.test_x.contiguous(memory_format=torch.channels_last), tensors.test_y)
+    return splits, tensors
+
+
+def train_epoch(loop: Loop, display, epoch: int) -> tuple[float, float]:
     """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way.
 
-    Each batch is augmented as a whole (tensor ops on the device); `ema`, if given, follows every step.
+    Each batch is augmented as a whole (tensor ops on the device); the EMA, if any, follows every step. The sums
+    stay on the device and are read only for the display and at the end, which is where a non-finite loss is caught.
     """
-    model.train()
+    parts, images, labels, world = loop.parts, loop.data.train_x, loop.data.train_y, loop.world
+    loop.stepped.train()
+    losses = torch.zeros(loop.steps_per_epoch, device=images.device)  # per step: where a loss went non-finite
     loss_sum = torch.zeros((), device=images.device)
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
-    seen = 0
-    for step, index in enumerate(batch_order(len(labels), batch_size, generator, images.device), start=1):
+    lrs, seen = [], 0
+    for step, index in enumerate(batch_order(len(labels), loop.batch_size, loop.generator, images.device), start=1):
         index = share(index, world)  # every process draws the same order and takes its part of each batch
         x, y = images[index], labels[index]
-        if augment:
-            with torch.no_grad():
-                for transform in augment:
-                    x = transform(x)
-        with precision_context(precision, images.device):
-            output = model(x)
-            loss = loss_fn(output, y)
-        optimizer.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for transform in parts.augment:
+                x = transform(x)
+        with precision_context(loop.precision, images.device):
+            output = loop.stepped(x)
+            loss = parts.loss(output, y)
+        parts.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(getattr(model, "module", model))
+        parts.optimizer.step()
+        lrs.append(parts.optimizer.param_groups[0]["lr"])
+        parts.scheduler.step()
+        if parts.ema is not None:
+            parts.ema.update_parameters(parts.model)
+        losses[step - 1] = loss.detach()
         loss_sum += loss.detach() * len(y)
         correct += (output.detach().argmax(dim=1) == y).sum()
         seen += len(y)
         if display.wants_batch_update():  # reading the sums syncs the device: only a few times a second
-            display.batch(step, loss_sum.item() / seen, correct.item() / seen)
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss) and world.size == 1:  # several processes stop together, below
+                raise diverged(losses[:step], lrs, epoch)
+            display.batch(step, mean_loss, correct.item() / seen)
     totals = torch.stack([loss_sum.double(), correct.double(), loss_sum.new_tensor(seen, dtype=torch.float64)])
     loss_total, correct_total, seen_total = sum_in_place(totals, world).tolist()
+    if not math.isfinite(loss_total):
+        raise diverged(losses, lrs, epoch)
     return loss_total / seen_total, correct_total / seen_total
 
 
-def build_model(config: dict, splits: Splits) -> nn.Module:
-    """The recipe's model for this data set's image shape and classes."""
-    return MODELS.build(config["model"], input_shape=splits.input_shape, num_classes=splits.num_classes)
+def diverged(losses: torch.Tensor, lrs: list[float], epoch: int) -> Diverged:
+    """Where the loss first went non-finite (the last step, if it was another process's loss)."""
+    bad = (~losses.isfinite()).nonzero()
+    step = int(bad[0]) + 1 if len(bad) else len(lrs)
+    return Diverged(epoch, step, lrs[step - 1])
+
+
+def evaluate_final(loop: Loop, splits: Splits, epoch: int) -> dict:
+    """The metrics of what will be exported (the EMA's average, or the model) on the test split."""
+    buffers_from_rank0(loop.parts.final, loop.world)  # every process evaluates the model rank 0 saves
+    with precision_context(loop.precision, loop.data.test_x.device):
+        test = evaluate(loop.parts.final, loop.data.test_x, loop.data.test_y, splits.num_classes, loop.world)
+    if not math.isfinite(test["loss"]):  # weights gone to inf/nan on the last step: never exported
+        raise Diverged(epoch, loop.steps_per_epoch, loop.parts.optimizer.param_groups[0]["lr"],
+                       "the evaluated model's loss")
+    return test
 
 
 def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
@@ -128,12 +199,30 @@ def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bo
            console: Console | None = None) -> RunResult:
     """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have."""
     state = load_last(run_dir)
-    saved = state["recipe"]
-    recipe = Recipe(name=saved["name"], path=Path(saved["path"]), config=saved["config"],
-                    overrides=tuple(saved["overrides"]))
+    recipe = recipe_from_dict(state["recipe"])
     if recipe.config.get("plugins"):
         import_plugins(recipe.config["plugins"], recipe.path.parent)
     return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console)
+
+
+def restore(parts: Parts, state: dict, generator: torch.Generator) -> tuple[list[dict], str, float]:
+    """Put a run's last.pth back into its parts and random states; returns (history, started, elapsed seconds)."""
+    parts.model.load_state_dict(state["model"])
+    parts.optimizer.load_state_dict(state["optimizer"])
+    parts.scheduler.load_state_dict(state["scheduler"])
+    if parts.ema is not None:
+        parts.ema.load_state_dict(state["ema"])
+    restore_rng(state["rng"], generator)
+    return state["history"], state["started"], state["elapsed"]
+
+
+def training_state(recipe: Recipe, loop: Loop, history: list[dict], started: str, elapsed: float) -> dict:
+    """What last.pth holds: every part's state, every random state, the history and the recipe."""
+    parts = loop.parts
+    return {"schema": SCHEMA_VERSION, "epoch": len(history), "model": parts.model.state_dict(),
+            "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
+            "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(loop.generator),
+            "history": history, "recipe": recipe_to_dict(recipe), "started": started, "elapsed": elapsed}
 
 
 @contextmanager
@@ -165,103 +254,57 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
         console: Console | None = None) -> RunResult:
     """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
-    console = console or Console()
-    config = recipe.config
-    clock = time.perf_counter()
+    console, config, clock = console or Console(), recipe.config, time.perf_counter()
     world, device = join(config["train"]["device"])
     check_batch(config["data"]["batch_size"], world)
     check_sync_bn(config["train"]["sync_bn"], world, device)
-    if not world.fetches:  # one process per machine fetches; the others read what it verified
-        barrier(world)
-    splits = load_dataset(config["data"]["dataset"], data_dir)
-    if world.fetches:
-        barrier(world)
+    splits, data = load_tensors(config, data_dir, world, device)
     generator = seed_everything(config["train"]["seed"])
-    limit = config["data"].get("limit")
-    train_x = normalize(splits.train_images[:limit], splits.mean, splits.std, device)
-    train_y = splits.train_labels[:limit].to(device)
-    test_x = normalize(splits.test_images, splits.mean, splits.std, device)
-    test_y = splits.test_labels.to(device)
     batch_size, epochs = config["data"]["batch_size"], config["train"]["epochs"]
-    steps_per_epoch = -(-len(train_y) // batch_size)
-
-    precision = resolve_precision(config["train"]["precision"], device)
-    model = build_model(config, splits).to(device)
-    if config["train"]["sync_bn"] and world.size > 1:  # same parameter names: checkpoints stay plain
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if config["train"]["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-        train_x, test_x = (t.contiguous(memory_format=torch.channels_last) for t in (train_x, test_x))
-    trained = DistributedDataParallel(model) if world.size > 1 else model  # same parameters, synced grads
-    optimizer = OPTIMIZERS.build(config["optimizer"], params=model.parameters())
-    scheduler = SCHEDULERS.build(config["scheduler"], optimizer=optimizer, epochs=epochs,
-                                 steps_per_epoch=steps_per_epoch)
-    loss_fn = LOSSES.build(config["train"]["loss"])
-    blank = (0.0 - splits.mean) / splits.std  # a normalized empty pixel: what augmentations shift in
-    augment = [AUGMENTATIONS.build(table, fill=blank) for table in config["augment"]]
-    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(config["train"]["ema"]), use_buffers=True)
-           if config["train"]["ema"] else None)
-    final = ema.module if ema else model  # what is evaluated and exported
-
-    def evaluate_final() -> dict:
-        buffers_from_rank0(final, world)  # every process evaluates the model rank 0 saves
-        with precision_context(precision, device):
-            return evaluate(final, test_x, test_y, splits.num_classes, world)
-
+    steps = -(-len(data.train_y) // batch_size)
+    parts = build_parts(config, splits.spec, steps, device, fill=(0.0 - splits.mean) / splits.std,
+                        sync_bn=config["train"]["sync_bn"] and world.size > 1)
+    check_last_batch(parts.model, len(data.train_y), batch_size, world.size)
+    stepped = DistributedDataParallel(parts.model) if world.size > 1 else parts.model  # same parameters, synced grads
+    loop = Loop(parts, stepped, data, batch_size, resolve_precision(config["train"]["precision"], device), world,
+                generator)
     if state:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema:
-            ema.load_state_dict(state["ema"])
-        restore_rng(state["rng"], generator)
-        history, started, elapsed = state["history"], state["started"], state["elapsed"]
+        history, started, elapsed = restore(parts, state, generator)
     else:
         run_dir = new_run_dir(out_dir, recipe.name) if world.main else None
         history, started, elapsed = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0
     if not world.main:
         quiet, console = True, Console(quiet=True)
-
-    title = (f"{recipe.name}: {count_parameters(model):,} parameters, {len(train_y):,} training images, "
-             f"batch {batch_size}, epochs {epochs}, on {device}"
-             + (f" x {world.size} processes ({world.backend})" if world.size > 1 else "")
-             + (f", resuming after epoch {len(history)}" if state else ""))
     test, kept = None, len(history)  # kept: epochs safe in last.pth
     try:
         with stop_signals() as signals, make_display(console, quiet) as display:
-            display.start(title, epochs, steps_per_epoch)
+            display.start(title(recipe, loop, device, len(history) if state else None), epochs, steps)
             for row in history:
                 display.epoch(row)
             for epoch in range(len(history) + 1, epochs + 1):
-                epoch_clock = time.perf_counter()
-                lr = optimizer.param_groups[0]["lr"]
-                train_loss, train_acc = train_epoch(trained, train_x, train_y, batch_size, optimizer, scheduler,
-                                                    loss_fn, generator, display, precision, augment, ema, world)
-                test = evaluate_final()
-                history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                epoch_clock, lr = time.perf_counter(), parts.optimizer.param_groups[0]["lr"]
+                train_loss, train_accuracy = train_epoch(loop, display, epoch)
+                test = evaluate_final(loop, splits, epoch)
+                history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                                 "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
                                 "seconds": time.perf_counter() - epoch_clock})
                 if world.main:
-                    save_last(run_dir, {
-                        "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "ema": ema.state_dict() if ema else None,
-                        "rng": rng_state(generator), "history": history,
-                        "recipe": {"name": recipe.name, "path": str(recipe.path), "config": config,
-                                   "overrides": list(recipe.overrides)},
-                        "started": started, "elapsed": elapsed + time.perf_counter() - clock})
+                    save_last(run_dir, training_state(recipe, loop, history, started,
+                                                      elapsed + time.perf_counter() - clock))
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
-            if test is None:  # resumed after the last epoch: nothing trained, evaluate once
-                test = evaluate_final()
-            metadata = run_metadata(recipe, splits, final, device, precision, history, test, data_dir,
-                                    len(train_y), started, elapsed + time.perf_counter() - clock)
-            metadata["world_size"], metadata["backend"] = world.size, world.backend
+            test = test or evaluate_final(loop, splits, epochs)  # resumed after the last epoch: evaluate once
+            metadata = run_metadata(recipe, splits, parts.final, history, test, device=device,
+                                    precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
+                                    started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
             if world.main:
-                export.save_weights(run_dir, final, config, test["accuracy"])
+                export.save_weights(run_dir, parts.final, recipe_to_dict(recipe), test["accuracy"])
                 export.save_metadata(run_dir, metadata)
             barrier(world)
     except KeyboardInterrupt:
         raise interrupted(run_dir, kept, epochs, world) from None
+    except Diverged as stop:
+        raise stopped(stop, run_dir, kept, epochs, world) from None
     except Exception:
         if world.size > 1 and signals:  # a peer stopped first and the collective this process was in failed
             raise interrupted(run_dir, kept, epochs, world) from None
@@ -272,12 +315,28 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                      metadata=metadata)
 
 
+def title(recipe: Recipe, loop: Loop, device: torch.device, resumed_after: int | None) -> str:
+    """The line above the progress display."""
+    world = loop.world
+    return (f"{recipe.name}: {count_parameters(loop.parts.model):,} parameters, {len(loop.data.train_y):,} training "
+            f"images, batch {loop.batch_size}, epochs {recipe.config['train']['epochs']}, on {device}"
+            + (f" x {world.size} processes ({world.backend})" if world.size > 1 else "")
+            + (f", resuming after epoch {resumed_after}" if resumed_after is not None else ""))
+
+
+def forget_empty(run_dir: Path | None, done: int) -> bool:
+    """Remove a run folder that holds nothing (no epoch finished); True if it did."""
+    if done == 0 and run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+        return True
+    return False
+
+
 def interrupted(run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> Interrupted:
     """What to tell the user after Ctrl-C or SIGTERM; a run with no finished epoch leaves no folder."""
     if not world.main:
         return Interrupted("")  # rank 0 tells where the run is kept
-    if done == 0 and run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
+    if forget_empty(run_dir, done):
         return Interrupted(f"interrupted before the first epoch ended; nothing was kept ({run_dir} removed)")
     again = ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
              else "mnist-kit train --resume")
@@ -285,20 +344,29 @@ def interrupted(run_dir: Path | None, done: int, epochs: int, world: World = ALO
                        f"resume with: {again} {run_dir}")
 
 
-def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch.device, precision: str,
-                 history: list[dict], test: dict, data_dir, train_images: int, started: str,
-                 wall_seconds: float) -> dict:
+def stopped(stop: Diverged, run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> UserError:
+    """What to tell the user when the loss went non-finite: where, what to try, what was kept (never a NaN model)."""
+    if not world.main:
+        return UserError("")  # rank 0 says it
+    kept = (f"nothing was kept ({run_dir} removed)" if forget_empty(run_dir, done)
+            else f"{run_dir}/last.pth keeps epoch {done} of {epochs}, nothing was exported")
+    return UserError(f"training stopped: {stop}; try a lower learning rate. {kept}")
+
+
+def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], test: dict, *,
+                 device: torch.device, precision: str, data_dir, train_images: int, started: str,
+                 wall_seconds: float, world: World) -> dict:
     """What a stranger needs to rerun and judge the run."""
     config = recipe.config
     return {
-        "recipe_name": recipe.name,
-        "recipe_path": str(recipe.path),
-        "overrides": list(recipe.overrides),
-        "recipe": config,
+        "schema": SCHEMA_VERSION,
+        "recipe": recipe_to_dict(recipe),
         "seed": config["train"]["seed"],
         "device": str(device),
         "precision": precision,
         "threads": torch.get_num_threads(),
+        "world_size": world.size,
+        "backend": world.backend,
         "parameters": count_parameters(model),
         "input_shape": list(splits.input_shape),
         "classes": splits.classes,
@@ -319,26 +387,34 @@ def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, device: torch
 
 
 def train_with_fallback(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
-                        **options) -> list[RunResult]:
-    """Train `recipe` (or resume a run); while a run falls short of its [fallback] threshold, train the next."""
+                        fallback: bool = True, **options) -> list[RunResult]:
+    """Train `recipe` (or resume a run); while a run falls short of its [fallback] threshold, train the next.
+
+    The original pipeline's rule, read on the test split as it was (the one choice made there). The fallback takes
+    the --set values it has keys for; `fallback=False` (--no-fallback) turns the rule off.
+    """
     if resume_dir:
         results = [resume(resume_dir, **{k: v for k, v in options.items() if k != "out_dir"})]
     else:
         results = [train(recipe, **options)]
-    recipe = load_recipe_of(results[-1]) if resume_dir else recipe
+    recipe = run_recipe(results[-1].metadata)
+    console = options.get("console") or Console()
     while (threshold := recipe.config["fallback"].get("min_test_accuracy")) is not None:
-        if results[-1].test_accuracy >= threshold:
+        last = results[-1]
+        if last.test_accuracy >= threshold:
             break
-        console = options.get("console") or Console()
-        recipe = fallback_recipe(recipe)
-        console.print(f"{results[-1].recipe} reached {results[-1].test_accuracy:.2%}, under its fallback threshold "
-                      f"{threshold:.2%}: training {recipe.name} instead.", highlight=False)
+        short = (f"{last.recipe} reached {last.test_accuracy:.2%} test accuracy, under its fallback threshold "
+                 f"{threshold:.2%} (the original pipeline's rule, read on the test split)")
+        if not fallback:
+            console.print(f"{short}; --no-fallback: {recipe.config['fallback']['recipe']} is not trained.",
+                          highlight=False, soft_wrap=True)
+            break
+        recipe, carried, dropped = fallback_recipe(recipe)
+        epochs = recipe.config["train"]["epochs"]
+        console.print(f"{short}: training {recipe.name} instead ({epochs} epoch{'s' * (epochs != 1)}"
+                      + (f"; carried from --set: {', '.join(f'{k}={toml_value(v)}' for k, v in carried.items())}"
+                         if carried else "")
+                      + (f"; dropped, {recipe.name} has no such key: {', '.join(dropped)}" if dropped else "")
+                      + "). --no-fallback turns this off.", highlight=False, soft_wrap=True)
         results.append(train(recipe, **options))
     return results
-
-
-def load_recipe_of(result: RunResult) -> Recipe:
-    """The (resolved) recipe a finished run was trained with."""
-    meta = result.metadata
-    return Recipe(name=meta["recipe_name"], path=Path(meta["recipe_path"]), config=meta["recipe"],
-                  overrides=tuple(meta["overrides"]))

@@ -44,5 +44,5 @@ def test_shift_moves_ink_and_fills_with_blank(batch):
 
 
 def test_bad_augmentation_values_are_refused():
-    with pytest.raises(UserError, match="rejected its arguments"):
+    with pytest.raises(UserError, match="rejected"):
         AUGMENTATIONS.build({"name": "affine", "scale": 1.5}, fill=BLANK)

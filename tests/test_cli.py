@@ -33,7 +33,7 @@ def test_train_writes_a_run_and_says_where(tmp_path):
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name in result.output.replace("\n", "")
     meta = json.loads((run_dir / "metadata.json").read_text())
-    assert meta["recipe"]["train"]["seed"] == 3 and meta["data"]["train_images"] == 2000
+    assert meta["recipe"]["config"]["train"]["seed"] == 3 and meta["data"]["train_images"] == 2000
     assert "epoch 1" in result.output  # plain lines when stdout is not a terminal
 
 

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mnist_kit.cli import app
-from mnist_kit.cluster import import_ray
+from mnist_kit.cluster import import_ray, ray_backend
 from mnist_kit.errors import UserError
-from mnist_kit.sweep import run_sweep
+from mnist_kit.sweep import local_backend, run_sweep
 from tests.conftest import REPO, SWEEP
 
 
@@ -29,28 +29,28 @@ def comparable(rows):
 
 
 def test_ray_tasks_give_the_local_summary_and_skip_finished_points(sweep_file, tmp_path, local_ray):
-    local, _ = run_sweep(sweep_file, tmp_path / "local", cpus_per_point=1)
-    on_ray, out = run_sweep(sweep_file, tmp_path / "ray", backend="ray", cpus_per_point=1)
+    local, _ = run_sweep(sweep_file, tmp_path / "local", backend=local_backend(cpus_per_point=1))
+    on_ray, out = run_sweep(sweep_file, tmp_path / "ray", backend=ray_backend(cpus_per_point=1))
     # the same function trains each point with the same seed and thread count: the same numbers, exactly
     assert comparable(on_ray) == comparable(local)
     assert [row["status"] for row in on_ray] == ["trained", "trained"]
     assert on_ray[0]["test_accuracy"] < 0.3 < 0.8 < on_ray[1]["test_accuracy"]  # lr 0 learns nothing
     assert (out / "summary.csv").read_text().splitlines()[0].startswith("point,optimizer.lr,test_accuracy")
     assert all(str(tmp_path / "ray") in row["run"] for row in on_ray)  # runs land under --out
-    again, _ = run_sweep(sweep_file, tmp_path / "ray", backend="ray")
+    again, _ = run_sweep(sweep_file, tmp_path / "ray", backend=ray_backend())
     assert [row["status"] for row in again] == ["done before", "done before"]
 
 
 def test_a_point_ray_cannot_place_is_reported_and_the_rest_run(sweep_file, tmp_path, local_ray):
     sweep_file.write_text(SWEEP.replace('"optimizer.lr" = [0.0, 0.003]', '"train.device" = ["cuda", "cpu"]'))
-    rows, _ = run_sweep(sweep_file, tmp_path / "out", backend="ray")
+    rows, _ = run_sweep(sweep_file, tmp_path / "out", backend=ray_backend())
     assert rows[0]["status"] == "failed" and "the Ray cluster has no GPU" in rows[0]["error"]
     assert rows[1]["status"] == "trained" and rows[1]["test_accuracy"] > 0.8
 
 
 def test_more_cpus_per_point_than_any_machine_has_is_an_error(sweep_file, tmp_path, local_ray):
     with pytest.raises(UserError, match="--cpus-per-point 3: no machine in the Ray cluster has more than 2 CPUs"):
-        run_sweep(sweep_file, tmp_path / "out", backend="ray", cpus_per_point=3)
+        run_sweep(sweep_file, tmp_path / "out", backend=ray_backend(cpus_per_point=3))
 
 
 @pytest.mark.parametrize("args, message", [

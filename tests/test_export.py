@@ -8,13 +8,14 @@ import safetensors.torch
 import torch
 from rich.console import Console
 
+from mnist_kit.assemble import build_model
 from mnist_kit.atomic import write_atomic
 from mnist_kit.data import normalize
 from mnist_kit.evaluate import evaluate
 from mnist_kit.export import load_state_dict
 from mnist_kit.fetch import MNIST_FILES
 from mnist_kit.recipe import load_recipe
-from mnist_kit.train import build_model, train
+from mnist_kit.train import train
 from tests.conftest import QUICK, write_recipe
 
 
@@ -35,7 +36,7 @@ def test_pth_is_the_reference_checkpoint_and_loads_weights_only(run):
     assert {"model_state_dict", "model_architecture", "test_accuracy", "recipe"} <= set(ckpt)
     assert ckpt["test_accuracy"] == run.test_accuracy
     assert "fc1" in ckpt["model_architecture"]
-    assert ckpt["recipe"]["model"]["name"] == "mlp"
+    assert ckpt["recipe"]["config"]["model"]["name"] == "mlp" and ckpt["recipe"]["schema"] == 2
 
 
 def test_safetensors_equals_pth_key_for_key(run):
@@ -49,9 +50,9 @@ def test_safetensors_equals_pth_key_for_key(run):
 
 
 def test_reloaded_weights_score_what_training_recorded(run, splits):
-    recipe = json.loads((run.run_dir / "metadata.json").read_text())["recipe"]
+    recipe = json.loads((run.run_dir / "metadata.json").read_text())["recipe"]["config"]
     for weights in ("model.safetensors", "model.pth"):
-        model = build_model(recipe, splits)
+        model = build_model(recipe, splits.spec)
         model.load_state_dict(load_state_dict(run.run_dir / weights))
         test = evaluate(model, normalize(splits.test_images, splits.mean, splits.std), splits.test_labels, 10)
         assert test["accuracy"] == run.test_accuracy
@@ -59,11 +60,12 @@ def test_reloaded_weights_score_what_training_recorded(run, splits):
 
 def test_metadata_has_what_a_rerun_needs(run):
     meta = json.loads((run.run_dir / "metadata.json").read_text())
-    for key in ["recipe", "recipe_name", "overrides", "history", "test_accuracy", "per_class_accuracy",
+    for key in ["schema", "recipe", "history", "test_accuracy", "per_class_accuracy",
                 "parameters", "seed", "device", "versions", "started", "wall_seconds", "git_commit", "command"]:
         assert key in meta, key
-    assert meta["overrides"] == ["data.limit=3000"]
-    assert meta["recipe"]["data"]["limit"] == 3000
+    assert meta["schema"] == 2 and meta["recipe"]["name"] == "quick"
+    assert meta["recipe"]["overrides"] == {"data.limit": 3000}
+    assert meta["recipe"]["config"]["data"]["limit"] == 3000
     assert meta["parameters"] == 568_970
     assert {name: f["sha256"] for name, f in meta["data"]["files"].items()} == {
         name: sha for name, (_, sha) in MNIST_FILES.items()}

@@ -6,7 +6,8 @@ from typer.testing import CliRunner
 
 from mnist_kit.cli import app
 from mnist_kit.errors import UserError
-from mnist_kit.plots import PLOT_KINDS, plot_run
+from mnist_kit.plots import PLOT_KINDS
+from mnist_kit.runs import plot_run
 
 runner = CliRunner()
 

@@ -60,7 +60,8 @@ def test_overrides_reach_the_resolved_recipe():
     assert recipe.config["train"]["epochs"] == 1
     assert recipe.config["optimizer"]["lr"] == 0.01
     assert recipe.config["model"]["dropout"] == 0.1
-    assert recipe.overrides == ("train.epochs=1", "optimizer.lr=0.01", "model.dropout=0.1")
+    assert recipe.overrides == {"train.epochs": 1, "optimizer.lr": 0.01, "model.dropout": 0.1}
+    assert load_recipe("baseline", recipe.overrides).config == recipe.config  # a dict of values works too
 
 
 def test_override_of_a_factory_argument_it_does_not_take():

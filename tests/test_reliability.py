@@ -120,7 +120,7 @@ def test_pth_that_is_not_a_checkpoint(run_copy):
 
 def test_weights_that_do_not_fit_the_recipe(run_copy):
     meta = json.loads((run_copy / "metadata.json").read_text())
-    meta["recipe"]["model"]["hidden"] = [512, 256, 64]
+    meta["recipe"]["config"]["model"]["hidden"] = [512, 256, 64]
     (run_copy / "metadata.json").write_text(json.dumps(meta))
     assert_one_line_error(run_cli("eval", run_copy), "does not fit the recipe's model",
                           "fc3.weight (128, 256) vs (64, 256)", "fc4.weight (10, 128) vs (10, 64)")

@@ -27,9 +27,9 @@ limit = 8000
 name = "mlp"
 [optimizer]
 name = "adamw"
+lr = 0.003
 [scheduler]
 name = "onecycle"
-max_lr = 0.003
 [train]
 epochs = 5
 seed = 7
@@ -122,7 +122,7 @@ def test_resume_refuses_a_finished_run_and_overrides(trained_run):
     result = CliRunner().invoke(app, ["train", "--resume", str(trained_run.run_dir)])
     assert result.exit_code == 2 and "finished training already" in result.output
     result = CliRunner().invoke(app, ["train", "--resume", str(trained_run.run_dir), "--set", "train.epochs=9"])
-    assert result.exit_code == 2 and "--set cannot change a run being resumed" in result.output
+    assert result.exit_code == 2 and "--set is for a RECIPE: a resumed run continues" in result.output
     result = CliRunner().invoke(app, ["train"])
     assert result.exit_code == 2 and "give a RECIPE" in result.output
 

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from mnist_kit.cli import app
 from mnist_kit.errors import UserError
-from mnist_kit.sweep import run_sweep, sweep_points, toml_value
+from mnist_kit.recipe import toml_value
+from mnist_kit.sweep import local_backend, run_sweep, sweep_points
 from tests.conftest import SWEEP
 
 
@@ -39,7 +40,7 @@ def test_a_failing_point_is_reported_and_the_rest_run(sweep_file, tmp_path):
 
 def test_parallel_workers_give_the_same_summary(sweep_file, tmp_path):
     serial, _ = run_sweep(sweep_file, tmp_path / "serial")
-    parallel, _ = run_sweep(sweep_file, tmp_path / "parallel", workers=2)
+    parallel, _ = run_sweep(sweep_file, tmp_path / "parallel", backend=local_backend(workers=2))
     assert [r["test_accuracy"] for r in parallel] == pytest.approx([r["test_accuracy"] for r in serial], abs=0.02)
 
 
@@ -57,5 +58,5 @@ def test_bad_sweep_files(sweep_file, text, message):
 def test_toml_values_round_trip():
     import tomllib
 
-    for value in [1, 0.003, 1e-05, True, "cpu", 'a "quoted" word', [64, 128], {"name": "nll"}]:
+    for value in [1, 0.003, 1e-05, 25.0, True, "cpu", 'a "quoted" word', [64, 128], {"name": "nll"}]:
         assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value

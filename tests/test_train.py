@@ -30,7 +30,7 @@ def test_a_short_run_learns(quick_run):
 
 
 def test_more_epochs_do_better(quick_run, tmp_path):
-    recipe = load_recipe(quick_run.metadata["recipe_path"], ["train.epochs=3"])
+    recipe = load_recipe(quick_run.metadata["recipe"]["path"], ["train.epochs=3"])
     result = train(recipe, out_dir=tmp_path, **quiet)
     accuracies = [row["test_accuracy"] for row in result.metadata["history"]]
     assert accuracies[-1] > accuracies[0]
@@ -38,7 +38,7 @@ def test_more_epochs_do_better(quick_run, tmp_path):
 
 
 def test_same_recipe_and_seed_give_identical_runs(quick_run, tmp_path):
-    again = train(load_recipe(quick_run.metadata["recipe_path"]), out_dir=tmp_path, **quiet)
+    again = train(load_recipe(quick_run.metadata["recipe"]["path"]), out_dir=tmp_path, **quiet)
     strip = [{k: v for k, v in row.items() if k != "seconds"} for row in again.metadata["history"]]
     assert strip == [{k: v for k, v in row.items() if k != "seconds"} for row in quick_run.metadata["history"]]
     first = load_state_dict(quick_run.run_dir / "model.safetensors")
@@ -47,7 +47,7 @@ def test_same_recipe_and_seed_give_identical_runs(quick_run, tmp_path):
 
 
 def test_another_seed_gives_other_weights(quick_run, tmp_path):
-    other = train(load_recipe(quick_run.metadata["recipe_path"], ["train.seed=1"]), out_dir=tmp_path, **quiet)
+    other = train(load_recipe(quick_run.metadata["recipe"]["path"], ["train.seed=1"]), out_dir=tmp_path, **quiet)
     first = load_state_dict(quick_run.run_dir / "model.safetensors")
     second = load_state_dict(other.run_dir / "model.safetensors")
     assert not torch.equal(first["fc1.weight"], second["fc1.weight"])
