@@ -50,6 +50,25 @@ class Parts:
         return self.ema.module if self.ema is not None else self.model
 
 
+def tables(config: dict, part: str) -> list[dict]:
+    """The factory tables a resolved recipe gives one part (a list: [[augment]] may hold several)."""
+    return list(config["augment"]) if part == "augment" else [config["train"]["loss"] if part == "loss"
+                                                                else config[part]]
+
+
+def check_registered(config: dict, where: str, parts: tuple[str, ...] = tuple(PARTS)) -> None:
+    """Refuse a saved recipe whose factories nobody registered here: they came from plugins, and a run is data
+    (nothing it names is imported), so the user gives them with --plugin."""
+    missing = [f"{part} {table['name']!r}" for part in parts for table in tables(config, part)
+               if table["name"] not in PARTS[part].registry.names()]
+    if missing:
+        named = config.get("plugins") or []
+        raise UserError(f"{where}: {', '.join(missing)} is not registered here"
+                        + (f"; its recipe imported it from {', '.join(map(repr, named))}" if named else "")
+                        + ": give the module or .py file that registers it with --plugin (a run is data: "
+                        "nothing it names is imported)")
+
+
 def build(part: str, table, **supplied):
     """Build one part through its registry; `supplied` must be exactly what PARTS says the code passes."""
     registry, names = PARTS[part]

@@ -25,6 +25,19 @@ errors = Console(stderr=True)
 DEBUG_ENV = "MNIST_KIT_DEBUG"
 invocation = {"debug": False}  # set by the top-level callback on every invocation
 
+PluginOption = Annotated[list[str] | None, typer.Option(
+    "--plugin", help="A module name or .py file of yours that registers the run's model (or other parts). "
+    "Repeatable. A run is data: code its recipe names is never imported from it.")]
+
+
+def use_plugins(plugins: list[str] | None) -> None:
+    """Import the user's --plugin modules (paths relative to the working directory)."""
+    if plugins:
+        from mnist_kit.plugins import import_plugins
+
+        import_plugins(plugins, Path.cwd())
+
+
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder [default: $MNIST_KIT_DATA or ./data].")]
 
 
@@ -81,6 +94,7 @@ def train_command(
     print_config: Annotated[bool, typer.Option(
         "--print-config", help="Print the resolved recipe as TOML and its parameter count, check that every part "
         "builds, and exit: no data, no training.")] = False,
+    plugin: PluginOption = None,
 ):
     """Train a recipe and write model.pth, model.safetensors and metadata.json into a new run folder."""
     from mnist_kit.distributed import leave
@@ -92,6 +106,7 @@ def train_command(
     if resume and (set_ or print_config):
         raise UserError(f"{'--set' if set_ else '--print-config'} is for a RECIPE: a resumed run continues with "
                         f"its own recipe")
+    use_plugins(plugin)
     if print_config:
         print(resolved_recipe_text(load_recipe(recipe, set_ or [])), end="")
         return
@@ -141,11 +156,13 @@ def eval_command(
     tta: Annotated[bool, typer.Option("--tta", help="Average over the image and its 8 one-pixel shifts.")] = False,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plugin: PluginOption = None,
 ):
     """Evaluate a run on the test split: accuracy, loss, per-class metrics, confusion; writes RUN/eval.json
     (RUN/eval-tta.json with --tta). Several runs are evaluated as an ensemble (mean probability), nothing written."""
     from mnist_kit.runs import evaluate_ensemble, evaluate_run
 
+    use_plugins(plugin)
     report = evaluate_ensemble(runs, data_dir, tta) if len(runs) > 1 else evaluate_run(runs[0], data_dir, tta=tta)
     if as_json:
         print(json.dumps(report, indent=2))
@@ -198,10 +215,12 @@ def plot_command(
     = False,
     count: Annotated[int, typer.Option("--count", min=1, max=200, help="Images in sample/prediction grids.")] = 32,
     data_dir: DataDir = None,
+    plugin: PluginOption = None,
 ):
     """Plot a run as PNG files: training curves, samples, class counts, predictions, confusion matrix."""
     from mnist_kit.runs import plot_run
 
+    use_plugins(plugin)
     for path in plot_run(kind, run, out, data_dir, mistakes=mistakes, count=count):
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
 
@@ -215,10 +234,12 @@ def predict_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     show_input: Annotated[Path | None, typer.Option("--show-input", help="Save the 28x28 inputs into this folder.")]
     = None,
+    plugin: PluginOption = None,
 ):
     """Classify your own digit images (photos of paper, drawings): preprocessed the way MNIST was made."""
     from mnist_kit.predict import predict_files
 
+    use_plugins(plugin)
     results = predict_files(run, images, top_k=top_k, show_input=show_input)
     if as_json:
         print(json.dumps(results, indent=2))
@@ -300,10 +321,12 @@ def sweep_command(
 @user_errors
 def serve_command(run: RunPath,
                   port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8000,
-                  host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1"):
+                  host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+                  plugin: PluginOption = None):
     """A local page to draw a digit and see the model's top 3 as you draw (Ctrl-C stops it)."""
     from mnist_kit.serve import make_server
 
+    use_plugins(plugin)
     server = make_server(run, host, port)
     console.print(f"Serving {run} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", highlight=False,
                   soft_wrap=True)
@@ -318,10 +341,12 @@ def serve_command(run: RunPath,
 @app.command("export")
 @user_errors
 def export_command(run: RunPath,
-                   fmt: Annotated[str, typer.Option("--format", help="Format to write: onnx.")] = "onnx"):
+                   fmt: Annotated[str, typer.Option("--format", help="Format to write: onnx.")] = "onnx",
+                   plugin: PluginOption = None):
     """Write a run's model in another format: RUN/model.onnx (dynamic batch) for onnxruntime and friends."""
     from mnist_kit.runs import export_run
 
+    use_plugins(plugin)
     console.print(f"Wrote {export_run(run, fmt)}", highlight=False, soft_wrap=True)
 
 

@@ -7,14 +7,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_kit.assemble import build_model
+from mnist_kit.assemble import build_model, check_registered
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize
 from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
 from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
-from mnist_kit.plugins import import_plugins
 from mnist_kit.recipe import Recipe, run_recipe
 from mnist_kit.registry import closest
 
@@ -95,8 +94,7 @@ def build_run_model(run: Run) -> nn.Module:
 def build_run_model_from(run: Run) -> tuple[nn.Module, Path]:
     """The run's model with its trained weights, in eval mode, and the weights file actually used."""
     recipe = run.recipe
-    if recipe.config.get("plugins"):
-        import_plugins(recipe.config["plugins"], recipe.path.parent)
+    check_registered(recipe.config, str(run.run_dir), parts=("model",))
     model = build_model(recipe.config, run.spec)
     state, used = load_weights(run)
     expected = model.state_dict()

@@ -120,6 +120,7 @@ def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> 
             return {**row, "test_accuracy": meta["test_accuracy"], "seconds": meta["wall_seconds"],
                     "run": str(done), "status": "done before"}
         if partial := unfinished_run(point):
+            load_recipe(base, point.overrides)  # the user's recipe imports its plugins; the run folder imports none
             result = resume(partial, **quiet)
         else:
             result = train(load_recipe(base, point.overrides), out_dir=point.folder, **quiet)

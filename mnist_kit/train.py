@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mnist_kit import export
-from mnist_kit.assemble import Parts, build_parts, check_last_batch
+from mnist_kit.assemble import Parts, build_parts, check_last_batch, check_registered
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
 from mnist_kit.device import precision_context, resolve_precision
@@ -35,7 +35,6 @@ from mnist_kit.distributed import (
 from mnist_kit.errors import Diverged, Interrupted, UserError
 from mnist_kit.evaluate import evaluate
 from mnist_kit.models import count_parameters
-from mnist_kit.plugins import import_plugins
 from mnist_kit.progress import make_display
 from mnist_kit.recipe import (
     SCHEMA_VERSION,
@@ -197,11 +196,11 @@ def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path |
 
 def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bool = False,
            console: Console | None = None) -> RunResult:
-    """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have."""
+    """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have. Plugins its
+    recipe names are not imported from it: import them first (the CLI's --plugin)."""
     state = load_last(run_dir)
     recipe = recipe_from_dict(state["recipe"])
-    if recipe.config.get("plugins"):
-        import_plugins(recipe.config["plugins"], recipe.path.parent)
+    check_registered(recipe.config, str(run_dir))  # its plugins are the user's to give: a run is data
     return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console)
 
 
