@@ -229,7 +229,8 @@ def plot_command(
 @user_errors
 def predict_command(
     run: RunPath,
-    images: Annotated[list[Path], typer.Argument(help="Image files: PNG, JPEG, BMP, GIF, any size.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files: PNG, JPEG, BMP, GIF, any size.",
+                                                 readable=False)],  # ours to check: one error line per file
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to list per image.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     show_input: Annotated[Path | None, typer.Option("--show-input", help="Save the 28x28 inputs into this folder.")]

@@ -24,12 +24,20 @@ TARGET_STROKE = 2.0  # MNIST stroke width in pixels of the 20x20 box; thinner st
 def read_gray(path: Path | str) -> np.ndarray:
     """Any PNG/JPEG/BMP/GIF (RGB, RGBA, palette, 16-bit) as float grey levels in [0, 1], ink as drawn."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not an image file")
+    if not path.exists():
         raise UserError(f"{path}: no such file")
+    if not path.is_file():  # a device (/dev/zero), a pipe: reading it would never end
+        raise UserError(f"{path}: not a regular file (a device or a pipe), not an image")
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise UserError(f"{path}: {size / 2**20:.0f} MiB is too large for a digit image")
-    return decode_gray(path.read_bytes(), str(path))
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{path}: cannot read: {error.strerror or error}") from None
+    return decode_gray(data, str(path))
 
 
 def decode_gray(data: bytes, name: str = "image") -> np.ndarray:
@@ -61,6 +69,8 @@ def to_gray(image: Image.Image) -> np.ndarray:
         return values / (65535.0 if values.max() > 255 else 255.0)
     if image.mode == "F":
         values = np.asarray(image, dtype=np.float64)
+        if not np.isfinite(values).all():
+            raise ValueError("it has pixels that are not finite numbers (NaN or inf)")
         return (values - values.min()) / max(np.ptp(values), 1e-12)
     if image.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in image.info:
         rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255
@@ -153,6 +163,24 @@ def save_gray_png(image: np.ndarray, path: Path | str) -> Path:
     return write_bytes_atomic(path, gray_png(image))
 
 
+def save_input(canvas: np.ndarray, folder: Path, stem: str, results: list[dict]) -> None:
+    """Write what the model saw as FOLDER/<stem>-input.png (-2, -3... when two images share a stem); the
+    entry of the image it belongs to (the last in `results`) records where."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--show-input {folder}: a file, not a folder")
+    taken = {entry.get("input") for entry in results}
+    path = folder / f"{stem}-input.png"
+    for n in range(2, len(results) + 3):
+        if str(path) not in taken:
+            break
+        path = folder / f"{stem}-{n}-input.png"
+    try:
+        save_gray_png(canvas, path)
+    except OSError as error:
+        raise UserError(f"--show-input {folder}: cannot write {path.name}: {error.strerror or error}") from None
+    results[-1]["input"] = str(path)
+
+
 def normalize_image(image: np.ndarray, mean: float, std: float) -> torch.Tensor:
     """A 28x28 [0, 1] image as a (1, 1, 28, 28) model input (quantized to bytes as MNIST's pixels are)."""
     quantized = np.round(image * 255) / 255
@@ -184,9 +212,9 @@ def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
         except UserError as error:
             results.append({"file": str(image), "error": str(error)})
             continue
-        if show_input:
-            save_gray_png(canvas, Path(show_input) / f"{Path(image).stem}-input.png")
         results.append({"file": str(image)})
+        if show_input:
+            save_input(canvas, Path(show_input), Path(image).stem, results)
         inputs.append(normalize_image(canvas, data["mean"], data["std"]))
         ok.append(results[-1])
     if inputs:

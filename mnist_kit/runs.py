@@ -1,6 +1,7 @@
 """A run folder (or a bare weights file with metadata.json beside it): find it and rebuild its model."""
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,9 +68,26 @@ def find_run(path: Path | str) -> Run:
         metadata = json.loads(meta_path.read_text())
         run = Run(run_dir=run_dir, weights=weights, metadata=metadata)
         run.recipe.config["model"]["name"], run.spec  # noqa: B018 (must exist)
+        check_metadata(metadata)
     except (OSError, ValueError, KeyError, TypeError, UserError) as error:
-        raise UserError(f"{meta_path}: not mnist-kit run metadata ({type(error).__name__}: {error})") from error
+        what = f"{error} is missing" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
+        raise UserError(f"{meta_path}: not mnist-kit run metadata ({what})") from None
     return run
+
+
+def check_metadata(metadata: dict) -> None:
+    """What opening a run reads, each of the type it must be (a KeyError names a missing key)."""
+    data = metadata["data"]
+    for key in ("mean", "std"):
+        if isinstance(data[key], bool) or not isinstance(data[key], (int, float)) or not math.isfinite(data[key]):
+            raise ValueError(f"data.{key} must be a finite number, got {data[key]!r}")
+    if not data["std"] > 0 or not isinstance(data["dataset"], str):
+        raise ValueError(f"data.std must be > 0 and data.dataset a name, got {data['std']!r}, {data['dataset']!r}")
+    shape, classes = metadata["input_shape"], metadata["classes"]
+    if not (isinstance(shape, list) and len(shape) == 3 and all(isinstance(s, int) and s > 0 for s in shape)):
+        raise ValueError(f"input_shape must be 3 positive integers, got {shape!r}")
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ValueError(f"classes must be a list of names, got {classes!r}")
 
 
 def load_weights(run: Run) -> tuple[dict, Path]:

@@ -52,6 +52,8 @@ def read_sweep(path: Path | str) -> dict:
         raise UserError(f"{path}: invalid TOML: {error}") from error
     except OSError as error:
         raise UserError(f"{path}: cannot read: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (a sweep file is TOML): {error}") from None
     for key in sweep:
         if key not in SWEEP_KEYS:
             raise UserError(f"{path}: unknown key {key!r}; a sweep has {', '.join(SWEEP_KEYS)}."

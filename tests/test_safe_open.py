@@ -1,0 +1,129 @@
+"""Opening what users hand over (issue 'A run folder from anywhere is safe to open'): every mistake is one line
+and exit 2, one bad file does not cost the others their answers, and what is written is readable by others."""
+
+import json
+import os
+import shutil
+import stat
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mnist_kit.atomic import write_bytes_atomic
+from mnist_kit.cli import app
+from mnist_kit.errors import UserError
+from mnist_kit.sweep import read_sweep
+from tests.conftest import REPO
+
+runner = CliRunner()
+PHOTO = REPO / "docs" / "examples" / "photo-7.jpg"
+
+
+def one_line_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path):
+    return shutil.copytree(trained_run.run_dir, tmp_path / "run", ignore=shutil.ignore_patterns("plots", "eval*.json"))
+
+
+def test_a_float_tiff_with_nan_pixels_is_one_line_and_the_other_files_are_classified(trained_run, tmp_path):
+    values = np.zeros((40, 40), dtype=np.float32)
+    values[10:30, 18:22] = 1.0
+    values[0, 0] = np.nan
+    Image.fromarray(values, mode="F").save(tmp_path / "nan.tif")
+    values[0, 0] = np.inf
+    Image.fromarray(values, mode="F").save(tmp_path / "inf.tif")
+    result = runner.invoke(app, ["predict", str(trained_run.run_dir), str(tmp_path / "nan.tif"), str(PHOTO),
+                                 str(tmp_path / "inf.tif"), "--json"])
+    assert result.exit_code == 2
+    entries = json.loads(result.stdout)
+    assert "not finite numbers" in entries[0]["error"] and "not finite numbers" in entries[2]["error"]
+    assert entries[1]["digit"] == "7"
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("key", ["data", "data.mean", "data.std", "classes", "input_shape"])
+def test_metadata_missing_what_opening_reads_is_one_line(run_copy, key):
+    meta = json.loads((run_copy / "metadata.json").read_text())
+    section, _, name = key.partition(".")
+    del (meta[section] if name else meta)[name or section]
+    (run_copy / "metadata.json").write_text(json.dumps(meta))
+    for command in (["eval", str(run_copy)], ["plot", "curves", str(run_copy)],
+                    ["predict", str(run_copy), str(PHOTO)]):
+        one_line_error(runner.invoke(app, command), "not mnist-kit run metadata", f"'{name or section}' is missing")
+
+
+def test_metadata_with_a_wrong_mean_is_one_line(run_copy):
+    meta = json.loads((run_copy / "metadata.json").read_text())
+    meta["data"]["mean"] = "0.13"
+    (run_copy / "metadata.json").write_text(json.dumps(meta))
+    one_line_error(runner.invoke(app, ["eval", str(run_copy)]), "data.mean must be a finite number, got '0.13'")
+
+
+def test_a_sweep_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "caf\xe9"\nrecipe = "fast"\n'.encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8 text"):
+        read_sweep(path)
+    one_line_error(runner.invoke(app, ["sweep", str(path)]), "latin1.toml: not UTF-8 text")
+
+
+def test_show_input_at_a_file_is_one_line(trained_run, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    one_line_error(runner.invoke(app, ["predict", str(trained_run.run_dir), str(PHOTO), "--show-input",
+                                       str(tmp_path / "a-file")]), "--show-input", "a file, not a folder")
+    one_line_error(runner.invoke(app, ["predict", str(trained_run.run_dir), str(PHOTO), "--show-input",
+                                       str(tmp_path / "a-file" / "below")]), "--show-input", "cannot write")
+
+
+def test_two_images_with_the_same_stem_keep_both_inputs(trained_run, tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(PHOTO, tmp_path / folder / "digit.jpg")
+    result = runner.invoke(app, ["predict", str(trained_run.run_dir), str(tmp_path / "a" / "digit.jpg"),
+                                 str(tmp_path / "b" / "digit.jpg"), "--show-input", str(tmp_path / "seen"), "--json"])
+    assert result.exit_code == 0, result.output
+    entries = json.loads(result.stdout)
+    assert [e["input"] for e in entries] == [str(tmp_path / "seen" / "digit-input.png"),
+                                             str(tmp_path / "seen" / "digit-2-input.png")]
+    assert sorted(p.name for p in (tmp_path / "seen").iterdir()) == ["digit-2-input.png", "digit-input.png"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.mkdir(), "a folder, not an image file"),
+    (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+    (lambda p: p.symlink_to(p.parent / "nowhere"), "no such file"),
+])
+def test_a_folder_or_a_device_given_as_an_image_says_what_it_is(trained_run, tmp_path, make, message):
+    make(tmp_path / "image.png")
+    result = runner.invoke(app, ["predict", str(trained_run.run_dir), str(tmp_path / "image.png")])
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert "Usage:" not in result.output
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode (CI runs as root)")
+def test_an_unreadable_image_is_one_error_line_not_a_usage_block(trained_run, tmp_path):
+    path = tmp_path / "secret.png"
+    shutil.copy(PHOTO, path)
+    path.chmod(0)
+    result = runner.invoke(app, ["predict", str(trained_run.run_dir), str(path)])
+    assert result.exit_code == 2 and "cannot read" in result.stderr and "Usage:" not in result.output
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        path = write_bytes_atomic(tmp_path / "shared.bin", b"run")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(write_bytes_atomic(tmp_path / "private.bin", b"run").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)
