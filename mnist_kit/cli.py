@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -46,11 +47,23 @@ def debugging() -> bool:
     return bool(os.environ.get(DEBUG_ENV) or invocation["debug"])
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A run's warnings (mnist_kit.runs.RunWarning) as one line on stderr; others as Python shows them."""
+    if category.__name__ == "RunWarning":
+        errors.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
+    else:
+        python_show_warning(message, category, filename, lineno, file, line)
+
+
+python_show_warning = warnings.showwarning
+
+
 def user_errors(command):
     """Turn a UserError into one line on stderr and exit status 2 (a traceback with --debug)."""
 
     @functools.wraps(command)
     def run(*args, **kwargs):
+        warnings.showwarning = show_warning
         try:
             return command(*args, **kwargs)
         except UserError as error:

@@ -1,5 +1,6 @@
 """Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
 
+import hashlib
 import io
 import json
 import pickle
@@ -48,6 +49,15 @@ def save_weights(run_dir: Path, model: nn.Module, recipe: dict, test_accuracy: f
     blob = safetensors.torch.save(ckpt["model_state_dict"], metadata=header)
     return [write_atomic(run_dir / PTH, lambda file: torch.save(ckpt, file)),
             write_bytes_atomic(run_dir / SAFETENSORS, blob)]
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_metadata(run_dir: Path, metadata: dict) -> Path:

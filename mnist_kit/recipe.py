@@ -1,6 +1,7 @@
 """TOML recipes: find, load, override with --set, check against the schema and the factories, resolve."""
 
 import copy
+import hashlib
 import json
 import math
 import re
@@ -300,6 +301,18 @@ def fallback_recipe(recipe: Recipe) -> tuple[Recipe, dict[str, Any], list[str]] 
     path = recipe_path(name, recipe.path.parent)
     carried, dropped = carried_overrides(recipe, read_toml(path))
     return load_recipe(path, carried), carried, dropped
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    """SHA-256 of what decides a run: the resolved recipe (every key but `description`) and the content of each .py
+    plugin it names, so a changed plugin makes another recipe. Sweeps match finished points by it."""
+    config = {key: value for key, value in recipe.config.items() if key != "description"}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for plugin in recipe.config.get("plugins", []):
+        if plugin.endswith(".py"):
+            path = Path(plugin) if Path(plugin).is_absolute() else recipe.path.parent / plugin
+            digest.update(path.read_bytes() if path.is_file() else b"(missing)")
+    return digest.hexdigest()
 
 
 def recipe_to_dict(recipe: Recipe) -> dict:

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, norm
 from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
-from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
+from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict, sha256_file
 from mnist_kit.recipe import Recipe, run_recipe
 from mnist_kit.registry import closest
 
@@ -90,18 +91,43 @@ def check_metadata(metadata: dict) -> None:
         raise ValueError(f"classes must be a list of names, got {classes!r}")
 
 
+class RunWarning(UserWarning):
+    """Something about a run the user should know, that does not stop the command (the CLI prints one line)."""
+
+
+warnings.simplefilter("always", RunWarning)  # every run opened says it, not only the first
+
+
+def weights_check(run: Run, path: Path) -> bool | None:
+    """Whether a weights file still has the SHA-256 its run recorded (None: the run recorded none)."""
+    recorded = run.metadata.get("weights", {}).get(path.name) if path.parent == run.run_dir else None
+    return None if recorded is None else sha256_file(path) == recorded
+
+
 def load_weights(run: Run) -> tuple[dict, Path]:
-    """The run's state dict and the file it came from: model.pth stands in for a .safetensors that won't load."""
+    """The run's state dict and the file it came from. A folder's model.safetensors that does not load, or no longer
+    matches the SHA-256 recorded at training while model.pth does, gives way to model.pth; either way a warning
+    says so. A file that loads but does not match what was recorded is used with a warning."""
+    changed = "does not match the SHA-256 recorded when it was written (changed or damaged since)"
+    other = run.run_dir / PTH
+    spare = other if run.weights == run.run_dir / SAFETENSORS and other.is_file() else None
+    if spare and weights_check(run, run.weights) is False and weights_check(run, spare):
+        warnings.warn(f"{run.weights} {changed}; using {spare.name}, which does", RunWarning, stacklevel=2)
+        return load_state_dict(spare), spare
     try:
-        return load_state_dict(run.weights), run.weights
+        state = load_state_dict(run.weights)
     except UserError as first:
-        fallback = run.run_dir / PTH
-        if run.weights.suffix != ".safetensors" or not fallback.is_file():
+        if not spare:
             raise
         try:
-            return load_state_dict(fallback), fallback
+            state = load_state_dict(spare)
         except UserError as second:
             raise UserError(f"{first}; and the fallback {second}") from second
+        warnings.warn(f"{first}; using {spare.name}", RunWarning, stacklevel=2)
+        return state, spare
+    if weights_check(run, run.weights) is False:
+        warnings.warn(f"{run.weights} {changed}: its numbers may not be the run's", RunWarning, stacklevel=2)
+    return state, run.weights
 
 
 def build_run_model(run: Run) -> nn.Module:

@@ -16,7 +16,7 @@ from typing import Any
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
-from mnist_kit.recipe import load_recipe, recipe_path
+from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path, run_recipe
 from mnist_kit.registry import closest
 
 SWEEP_KEYS = ("description", "recipe", "set", "grid")
@@ -30,6 +30,7 @@ class Point:
     values: dict[str, Any]  # dotted key -> value, from the grid
     overrides: dict[str, Any]  # the sweep's fixed `set` values, then the grid's: what the point's recipe is given
     folder: Path
+    recipe_hash: str  # of the point's whole resolved recipe: a finished run counts only if it has the same
 
 
 # How the points get trained: called with the base recipe's path, the points, the data folder and a function that
@@ -74,29 +75,49 @@ def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Poin
     sweep = read_sweep(path)
     base = recipe_path(sweep["recipe"], path.parent)
     keys = list(sweep["grid"])
-    points = []
-    for index, combo in enumerate(itertools.product(*sweep["grid"].values()), start=1):
+    points, seen = [], set()
+    for combo in itertools.product(*sweep["grid"].values()):
         values = dict(zip(keys, combo))
         overrides = {**sweep.get("set", {}), **values}
+        index = len(points) + 1
         try:
-            load_recipe(base, overrides)
+            digest = recipe_hash(load_recipe(base, overrides))
         except UserError as error:
             raise UserError(f"{path}: point {index} ({slug(values)}): {error}") from error
-        points.append(Point(index, values, overrides, Path(out_dir) / f"p{index:02d}-{slug(values)}"))
+        if digest in seen:  # the same recipe twice (1e-3 and 0.001): one point
+            continue
+        seen.add(digest)
+        points.append(Point(index, values, overrides, Path(out_dir) / f"p{index:02d}-{slug(values)}", digest))
     return {**sweep, "base": str(base.resolve()), "name": path.stem}, points
 
 
 def finished_run(point: Point) -> Path | None:
-    """The point's finished run folder (metadata.json and no last.pth), if any."""
-    for run_dir in sorted(point.folder.glob("*/metadata.json")):
-        if not (run_dir.parent / "last.pth").exists():
-            return run_dir.parent
+    """The point's finished run folder (metadata.json, no last.pth) trained from the point's whole recipe, if any:
+    after a change to the sweep's [set], the base recipe or a plugin, the point trains again."""
+    for meta_path in sorted(point.folder.glob("*/metadata.json")):
+        if (meta_path.parent / "last.pth").exists():
+            continue
+        try:
+            metadata = json.loads(meta_path.read_text())
+            digest = metadata.get("recipe_hash") or recipe_hash(run_recipe(metadata))  # older runs: recomputed
+        except (OSError, ValueError, KeyError, TypeError, UserError):
+            continue  # not a run this sweep can count
+        if digest == point.recipe_hash:
+            return meta_path.parent
     return None
 
 
 def unfinished_run(point: Point) -> Path | None:
-    """An interrupted run of the point (last.pth), to resume instead of starting over."""
-    return next((p.parent for p in sorted(point.folder.glob("*/last.pth"))), None)
+    """An interrupted run of the point's whole recipe (last.pth), to resume instead of starting over."""
+    from mnist_kit.checkpoint import load_last
+
+    for last in sorted(point.folder.glob("*/last.pth")):
+        try:
+            if recipe_hash(recipe_from_dict(load_last(last.parent)["recipe"])) == point.recipe_hash:
+                return last.parent
+        except (UserError, KeyError, TypeError):
+            continue
+    return None
 
 
 def failed_row(point: Point, error: str) -> dict:

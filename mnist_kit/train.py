@@ -41,6 +41,7 @@ from mnist_kit.recipe import (
     Recipe,
     fallback_recipe,
     recipe_from_dict,
+    recipe_hash,
     recipe_to_dict,
     run_recipe,
     toml_value,
@@ -297,7 +298,8 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                                     precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
                                     started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
             if world.main:
-                export.save_weights(run_dir, parts.final, recipe_to_dict(recipe), test["accuracy"])
+                written = export.save_weights(run_dir, parts.final, recipe_to_dict(recipe), test["accuracy"])
+                metadata["weights"] = {path.name: export.sha256_file(path) for path in written}  # checked on open
                 export.save_metadata(run_dir, metadata)
             barrier(world)
     except KeyboardInterrupt:
@@ -360,6 +362,7 @@ def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list
     return {
         "schema": SCHEMA_VERSION,
         "recipe": recipe_to_dict(recipe),
+        "recipe_hash": recipe_hash(recipe),
         "seed": config["train"]["seed"],
         "device": str(device),
         "precision": precision,

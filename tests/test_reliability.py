@@ -109,7 +109,7 @@ def test_truncated_weights(run_copy):
 def test_damaged_safetensors_falls_back_to_the_pth(run_copy, trained_run):
     data = (run_copy / "model.safetensors").read_bytes()
     (run_copy / "model.safetensors").write_bytes(data[:100])
-    report = json.loads(run_cli("eval", run_copy, "--json").output)
+    report = json.loads(run_cli("eval", run_copy, "--json").stdout)
     assert report["weights"].endswith("model.pth") and report["accuracy"] == trained_run.test_accuracy
 
 

@@ -127,3 +127,23 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
         assert stat.S_IMODE(write_bytes_atomic(tmp_path / "private.bin", b"run").stat().st_mode) == 0o600
     finally:
         os.umask(previous)
+
+
+def test_weights_that_no_longer_match_their_recorded_sha256_are_named_and_the_good_copy_used(run_copy, trained_run):
+    import safetensors.torch
+
+    meta = json.loads((run_copy / "metadata.json").read_text())
+    assert set(meta["weights"]) == {"model.pth", "model.safetensors"}
+    state = safetensors.torch.load_file(run_copy / "model.safetensors")
+    state["fc1.weight"].mul_(-1)  # a valid file with other numbers: loads fine, scores badly
+    safetensors.torch.save_file(state, run_copy / "model.safetensors")
+    result = runner.invoke(app, ["eval", str(run_copy), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "warning: " in result.stderr and "model.safetensors does not match the SHA-256" in result.stderr
+    assert "using model.pth, which does" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["weights"].endswith("model.pth") and report["accuracy"] == trained_run.test_accuracy
+    (run_copy / "model.pth").write_bytes((run_copy / "model.pth").read_bytes() + b"\0")  # both changed now
+    both = runner.invoke(app, ["eval", str(run_copy), "--json"])
+    assert both.exit_code == 0 and "its numbers may not be the run's" in both.stderr
+    assert json.loads(both.stdout)["weights"].endswith("model.safetensors")

@@ -1,6 +1,8 @@
 """Sweeps: every point trains, the summary marks the best, reruns skip finished points, failures do not stop it."""
 
 import csv
+import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -60,3 +62,40 @@ def test_toml_values_round_trip():
 
     for value in [1, 0.003, 1e-05, 25.0, True, "cpu", 'a "quoted" word', [64, 128], {"name": "nll"}]:
         assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
+
+
+def test_a_changed_set_or_plugin_trains_the_points_again_instead_of_reporting_stale_runs(sweep_file, tmp_path):
+    out = tmp_path / "out"
+    first, _ = run_sweep(sweep_file, out)
+    sweep_file.write_text(SWEEP.replace('"data.limit" = 1500', '"data.limit" = 1600'))
+    changed, _ = run_sweep(sweep_file, out)
+    assert [row["status"] for row in changed] == ["trained", "trained"]  # not "done before" with 1,500 images
+    assert all(json.loads((Path(row["run"]) / "metadata.json").read_text())["data"]["train_images"] == 1600
+               for row in changed)
+    again, _ = run_sweep(sweep_file, out)
+    assert [row["status"] for row in again] == ["done before", "done before"]
+    assert [row["run"] for row in again] == [row["run"] for row in changed]
+
+    (tmp_path / "width.py").write_text(PLUGIN.format(width=16))
+    quick = (tmp_path / "quick.toml").read_text()
+    (tmp_path / "quick.toml").write_text('plugins = ["width.py"]\n' + quick.replace('name = "mlp"', 'name = "wide"'))
+    with_plugin, _ = run_sweep(sweep_file, out)
+    (tmp_path / "width.py").write_text(PLUGIN.format(width=24))  # the plugin's content is part of the recipe
+    assert [row["status"] for row in run_sweep(sweep_file, out)[0]] == ["trained", "trained"]
+    assert with_plugin[0]["run"] != first[0]["run"]
+
+
+PLUGIN = """
+from torch import nn
+from mnist_kit.models import MODELS
+
+@MODELS.register("wide")
+def wide(input_shape, num_classes, width: int = {width}):
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, num_classes))
+"""
+
+
+def test_duplicate_grid_values_are_one_point(sweep_file, tmp_path):
+    sweep_file.write_text(SWEEP.replace("[0.0, 0.003]", "[0.001, 1e-3, 0.003]"))
+    _, points = sweep_points(sweep_file, tmp_path / "out")
+    assert [(p.index, p.values["optimizer.lr"]) for p in points] == [(1, 0.001), (2, 0.003)]
