@@ -1,5 +1,6 @@
 """Atomic file writes: a temporary file in the same folder, flushed, then renamed over the target."""
 
+import io
 import json
 import os
 import tempfile
@@ -37,6 +38,16 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def torch_bytes(obj: Any) -> bytes:
+    """torch.save's bytes, made in memory: written with write_bytes_atomic, a full disk is an OSError (ENOSPC), not
+    the RuntimeError torch raises when its own writer runs out of room."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def write_bytes_atomic(path: Path | str, data: bytes) -> Path:

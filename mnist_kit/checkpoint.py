@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_kit.atomic import write_atomic
+from mnist_kit.atomic import torch_bytes, write_bytes_atomic
 from mnist_kit.errors import UserError
 from mnist_kit.export import SAFETENSORS, load_checkpoint_file
 
@@ -41,7 +41,7 @@ def restore_rng(state: dict, generator: torch.Generator) -> None:
 
 def save_last(run_dir: Path, state: dict) -> Path:
     """Write the training state to RUN/last.pth atomically (a crash leaves the previous epoch's)."""
-    return write_atomic(Path(run_dir) / LAST, lambda file: torch.save(state, file))
+    return write_bytes_atomic(Path(run_dir) / LAST, torch_bytes(state))
 
 
 def load_last(run_dir: Path | str) -> dict:

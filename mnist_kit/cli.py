@@ -179,8 +179,10 @@ def eval_command(
     report = evaluate_ensemble(runs, data_dir, tta) if len(runs) > 1 else evaluate_run(runs[0], data_dir, tta=tta)
     if as_json:
         print(json.dumps(report, indent=2))
-        return
-    print_eval_report(report)
+    else:
+        print_eval_report(report)
+    if "not_written" in report:  # the report is shown above; the file is what failed
+        raise UserError(f"{report['not_written']} (the report above is complete)")
 
 
 def print_eval_report(report: dict) -> None:
@@ -213,9 +215,8 @@ def print_eval_report(report: dict) -> None:
     for pair in report["most_confused"]:
         confused.add_row(pair["true"], pair["predicted"], str(pair["count"]))
     console.print(per_class, confusion, confused)
-    if "members" not in report:
-        written = "eval-tta.json" if report["tta"] else "eval.json"
-        console.print(f"Wrote {Path(report['run']) / written}", highlight=False, soft_wrap=True)
+    if "written" in report:
+        console.print(f"Wrote {report['written']}", highlight=False, soft_wrap=True)
 
 
 @app.command("plot")

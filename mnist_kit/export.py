@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import mnist_kit
-from mnist_kit.atomic import write_atomic, write_bytes_atomic, write_json_atomic
+from mnist_kit.atomic import torch_bytes, write_bytes_atomic, write_json_atomic
 from mnist_kit.errors import UserError
 
 PTH = "model.pth"
@@ -47,8 +47,7 @@ def save_weights(run_dir: Path, model: nn.Module, recipe: dict, test_accuracy: f
     header = {"model_architecture": ckpt["model_architecture"], "test_accuracy": repr(test_accuracy),
               "recipe": json.dumps(recipe)}
     blob = safetensors.torch.save(ckpt["model_state_dict"], metadata=header)
-    return [write_atomic(run_dir / PTH, lambda file: torch.save(ckpt, file)),
-            write_bytes_atomic(run_dir / SAFETENSORS, blob)]
+    return [write_bytes_atomic(run_dir / PTH, torch_bytes(ckpt)), write_bytes_atomic(run_dir / SAFETENSORS, blob)]
 
 
 def sha256_file(path: Path) -> str:

@@ -181,8 +181,12 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
     report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name, "tta": tta,
               "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
               **full_report(outputs, splits.test_labels, splits.classes)}
-    if write:
-        write_json_atomic(run.run_dir / (EVAL_TTA_JSON if tta else EVAL_JSON), report)
+    if write:  # a folder that cannot take the file (read-only, full) keeps the report: it says why instead
+        target = run.run_dir / (EVAL_TTA_JSON if tta else EVAL_JSON)
+        try:
+            report["written"] = str(write_json_atomic(target, report))
+        except OSError as error:
+            report["not_written"] = f"cannot write {target}: {error.strerror or error}"
     return report
 
 
@@ -210,7 +214,11 @@ def export_run(path: Path | str, fmt: str = "onnx") -> Path:
     if fmt != "onnx":
         raise UserError(f"unknown export format {fmt!r}; known: onnx")
     run = find_run(path)
-    return save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), run.run_dir / "model.onnx")
+    target = run.run_dir / "model.onnx"
+    try:
+        return save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), target)
+    except OSError as error:
+        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
 
 
 def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, data_dir: Path | str | None = None,

@@ -289,8 +289,8 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                                 "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
                                 "seconds": time.perf_counter() - epoch_clock})
                 if world.main:
-                    save_last(run_dir, training_state(recipe, loop, history, started,
-                                                      elapsed + time.perf_counter() - clock))
+                    writing(run_dir / "last.pth", save_last, run_dir,
+                            training_state(recipe, loop, history, started, elapsed + time.perf_counter() - clock))
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
             test = test or evaluate_final(loop, splits, epochs)  # resumed after the last epoch: evaluate once
@@ -298,14 +298,17 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                                     precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
                                     started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
             if world.main:
-                written = export.save_weights(run_dir, parts.final, recipe_to_dict(recipe), test["accuracy"])
+                written = writing(run_dir / "model.*", export.save_weights, run_dir, parts.final,
+                                  recipe_to_dict(recipe), test["accuracy"])
                 metadata["weights"] = {path.name: export.sha256_file(path) for path in written}  # checked on open
-                export.save_metadata(run_dir, metadata)
+                writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
             barrier(world)
     except KeyboardInterrupt:
         raise interrupted(run_dir, kept, epochs, world) from None
     except Diverged as stop:
         raise stopped(stop, run_dir, kept, epochs, world) from None
+    except NotWritten as failure:
+        raise unwritten(failure, run_dir, kept, epochs, world) from None
     except Exception:
         if world.size > 1 and signals:  # a peer stopped first and the collective this process was in failed
             raise interrupted(run_dir, kept, epochs, world) from None
@@ -314,6 +317,21 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         remove_last(run_dir)
     return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name, test_accuracy=test["accuracy"],
                      metadata=metadata)
+
+
+class NotWritten(Exception):
+    """A file of the run could not be written (a full disk, a read-only folder)."""
+
+    def __init__(self, path: Path, error: OSError):
+        super().__init__(f"cannot write {path}: {error.strerror or error}")
+
+
+def writing(path: Path, write, *args):
+    """`write(*args)`; an OSError (no space left, read-only) becomes NotWritten naming `path`."""
+    try:
+        return write(*args)
+    except OSError as error:
+        raise NotWritten(path, error) from error
 
 
 def title(recipe: Recipe, loop: Loop, device: torch.device, resumed_after: int | None) -> str:
@@ -352,6 +370,18 @@ def stopped(stop: Diverged, run_dir: Path | None, done: int, epochs: int, world:
     kept = (f"nothing was kept ({run_dir} removed)" if forget_empty(run_dir, done)
             else f"{run_dir}/last.pth keeps epoch {done} of {epochs}, nothing was exported")
     return UserError(f"training stopped: {stop}; try a lower learning rate. {kept}")
+
+
+def unwritten(failure: NotWritten, run_dir: Path, done: int, epochs: int, world: World = ALONE) -> UserError:
+    """What to tell the user when the disk refused a file: what is kept, and how to go on once there is room."""
+    if not world.main:
+        return UserError("")
+    if forget_empty(run_dir, done):
+        return UserError(f"{failure}; nothing was kept ({run_dir} removed)")
+    again = ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
+             else "mnist-kit train --resume")
+    return UserError(f"{failure}; {run_dir}/last.pth keeps epoch {done} of {epochs}: make room, then resume with: "
+                     f"{again} {run_dir}")
 
 
 def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], test: dict, *,
