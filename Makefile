@@ -21,7 +21,7 @@ help:
 	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: the newest)"
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
-	@echo "make bench                                                    loop speed vs the reference, and the fast recipe's speedrun"
+	@echo "make bench                                                    loop speed vs the reference, fast's speedrun, image preprocessing"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(CLI) data fetch
 	$(PY) bench/loop.py
 	$(PY) bench/speedrun.py --recipe fast
+	$(PY) bench/preprocess.py --json bench/results/preprocess.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench

@@ -7,17 +7,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
 
-MAX_PIXELS = 40_000_000  # refuse larger images (decompression bombs): a 12-megapixel photo is well inside
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what users send; no decoder that runs a program (EPS)
+MAX_PIXELS = 16_000_000  # decoded at full size (PNG, GIF, BMP, WebP, TIFF): at most 64 MB as RGBA bytes
+MAX_JPEG_PIXELS = 64_000_000  # a JPEG decodes at 1/2 to 1/8 of its size straight away (draft mode)
+SERVE_MAX_PIXELS = 4_000_000  # the draw page sends a 280x280 canvas; the server takes at most this much
 MAX_BYTES = 100 * 2**20
 BOX, SIDE = 20, 28  # MNIST: the digit scaled into a 20x20 box, centred by mass in 28x28
 MIN_CONTRAST = 0.15  # ink must differ from the paper by this much (of full scale) to count as ink
 INK_THRESHOLD = 0.2  # after contrast stretching, paper texture and noise below this are cleared
 WORK_SIDE = 400  # big photos are first shrunk to this longer side (pixels)
+DECODE_SIDE = 2 * WORK_SIDE  # decoded images are box-reduced to at most this longer side before they become floats
+TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+             5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+             8: Image.Transpose.ROTATE_90}  # EXIF orientation -> the turn that shows the image upright
 TARGET_STROKE = 2.0  # MNIST stroke width in pixels of the 20x20 box; thinner strokes are thickened
 
 
@@ -40,48 +47,69 @@ def read_gray(path: Path | str) -> np.ndarray:
     return decode_gray(data, str(path))
 
 
-def decode_gray(data: bytes, name: str = "image") -> np.ndarray:
-    """Image file bytes as float grey levels in [0, 1]: the one decoder behind predict and serve."""
+def decode_gray(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
+                max_jpeg_pixels: int = MAX_JPEG_PIXELS) -> np.ndarray:
+    """Image file bytes as float grey levels in [0, 1], at most DECODE_SIDE on its longer side: the one decoder
+    behind predict and serve. Memory stays bounded: a JPEG decodes at a fraction of its size, other formats are
+    capped at `max_pixels` and box-reduced as bytes before anything becomes a float."""
     if not data:
         raise UserError(f"{name}: empty file")
     if len(data) > MAX_BYTES:
         raise UserError(f"{name}: {len(data) / 2**20:.0f} MiB is too large for a digit image")
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise UserError(f"{name}: {image.width}x{image.height} pixels is over the limit of "
-                                f"{MAX_PIXELS:,} (a decompression bomb?)")
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            limit = max_jpeg_pixels if image.format == "JPEG" else max_pixels
+            if image.width * image.height > limit:
+                raise UserError(f"{name}: {image.width}x{image.height} is {image.width * image.height:,} pixels, over "
+                                f"the limit of {limit:,} for a {image.format} image")
             image.seek(0)  # first frame of an animated GIF
-            image = ImageOps.exif_transpose(image)
-            return to_gray(image)
+            orientation = image.getexif().get(274, 1)  # EXIF Orientation
+            if image.format == "JPEG":
+                image.draft(image.mode, (DECODE_SIDE, DECODE_SIDE))  # decode at 1/2, 1/4 or 1/8 of the size
+            small = reduced(image)
+            return to_gray(small.transpose(TRANSPOSE[orientation]) if orientation in TRANSPOSE else small)
     except UnidentifiedImageError:
-        raise UserError(f"{name}: not an image PIL can read (PNG, JPEG, BMP, GIF)") from None
+        raise UserError(f"{name}: not an image in a format accepted here ({', '.join(FORMATS)})") from None
     except Image.DecompressionBombError:
-        raise UserError(f"{name}: too many pixels (over {MAX_PIXELS:,}): a decompression bomb?") from None
-    except (OSError, SyntaxError, ValueError) as error:
+        raise UserError(f"{name}: too many pixels (over {max_pixels:,}): a decompression bomb?") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise UserError(f"{name}: cannot decode image: {error}") from error
 
 
+def reduced(image: Image.Image) -> Image.Image:
+    """The image in a mode Pillow can box-reduce (L, RGB, RGBA, I, F), reduced so its longer side is at most
+    DECODE_SIDE: averaging bytes, so a large image never exists as floats."""
+    if image.mode in ("I;16", "I;16B", "I;16L"):
+        image = image.convert("I")
+    elif image.mode in ("P", "PA", "LA", "La", "RGBa") or "transparency" in image.info:
+        image = image.convert("RGBA")
+    elif image.mode not in ("L", "RGB", "RGBA", "I", "F"):
+        image = image.convert("RGB")  # 1-bit, CMYK, YCbCr, LAB, HSV
+    factor = -(-max(image.size) // DECODE_SIDE)
+    return image.reduce(factor) if factor > 1 else image
+
+
 def to_gray(image: Image.Image) -> np.ndarray:
-    """A PIL image as float grey in [0, 1]; transparent pixels become the colour that contrasts with the ink."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        values = np.asarray(image, dtype=np.float64)
+    """A (small) PIL image as float32 grey in [0, 1]; transparent pixels become the colour that contrasts with the
+    ink."""
+    if image.mode == "I":
+        values = np.asarray(image, dtype=np.float32)
         return values / (65535.0 if values.max() > 255 else 255.0)
     if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
+        values = np.asarray(image, dtype=np.float32)
         if not np.isfinite(values).all():
             raise ValueError("it has pixels that are not finite numbers (NaN or inf)")
-        return (values - values.min()) / max(np.ptp(values), 1e-12)
-    if image.mode in ("P", "PA", "LA", "RGBA", "La", "RGBa") or "transparency" in image.info:
-        rgba = np.asarray(image.convert("RGBA"), dtype=np.float64) / 255
-        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114])
+        return (values - values.min()) / max(float(np.ptp(values)), 1e-12)
+    if image.mode == "RGBA":
+        rgba = np.asarray(image, dtype=np.float32) / 255
+        gray = rgba[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
         alpha = rgba[..., 3]
         if alpha.min() < 1:  # drawn on a transparent canvas: the opaque strokes are the ink
             ink_is_dark = np.average(gray, weights=alpha + 1e-9) < 0.5
             background = 1.0 if ink_is_dark else 0.0
             return gray * alpha + background * (1 - alpha)
         return gray
-    return np.asarray(image.convert("L"), dtype=np.float64) / 255
+    return np.asarray(image.convert("L"), dtype=np.float32) / 255
 
 
 def shrink(gray: np.ndarray, longest: int = WORK_SIDE) -> np.ndarray:
@@ -91,18 +119,41 @@ def shrink(gray: np.ndarray, longest: int = WORK_SIDE) -> np.ndarray:
         return gray
     size = tuple(max(1, round(side * scale)) for side in gray.shape)
     tensor = torch.from_numpy(gray).float()[None, None]
-    return F.interpolate(tensor, size=size, mode="bilinear", antialias=True)[0, 0].double().numpy()
+    return F.interpolate(tensor, size=size, mode="bilinear", antialias=True)[0, 0].numpy()
+
+
+def running_max(x: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """The max over a centred window of k (odd) pixels along `axis`, edges padded with -inf: max_pool2d's numbers
+    in about log2(k) array maxima whatever k is (windows of 1, 2, 4 ... pixels, then two that overlap to k)."""
+    x = np.moveaxis(x, axis, -1)
+    n = x.shape[-1]
+    windows, width = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(k // 2, k // 2)], constant_values=-np.inf), 1
+    while 2 * width <= k:
+        windows, width = np.maximum(windows[..., :-width], windows[..., width:]), 2 * width
+    return np.moveaxis(np.maximum(windows[..., :n], windows[..., k - width:k - width + n]), -1, axis)
+
+
+def running_mean(x: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """The mean over a centred window of k pixels along `axis`, counting only pixels inside the image (avg_pool2d
+    with count_include_pad=False), from cumulative sums."""
+    x = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    n, r = x.shape[-1], k // 2
+    sums = np.cumsum(np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 0)]), axis=-1, dtype=np.float64)
+    low, high = np.clip(np.arange(n) - r, 0, n), np.clip(np.arange(n) + r + 1, 0, n)
+    return np.moveaxis(((sums[..., high] - sums[..., low]) / (high - low)).astype(np.float32), -1, axis)
 
 
 def ink_image(gray: np.ndarray, name: str = "image") -> np.ndarray:
     """Ink as bright on dark in [0, 1]: dark ink on light paper is inverted, uneven lighting and paper cleared."""
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     light_paper = float(np.median(border)) > 0.5
-    darkness = torch.from_numpy(gray if light_paper else 1 - gray).float()[None, None]
-    # the paper's own brightness, wherever it is: a max filter wider than any stroke, then smoothed
+    darkness = (gray if light_paper else 1 - gray).astype(np.float32)
+    # the paper's own brightness, wherever it is: a max filter wider than any stroke, then smoothed (k x k filters
+    # as a pass along each axis)
     k = max(3, max(gray.shape) // 6) | 1
-    paper = F.avg_pool2d(F.max_pool2d(darkness, k, 1, k // 2), k, 1, k // 2, count_include_pad=False)
-    ink = (paper - darkness).clamp(min=0)[0, 0].double().numpy()
+    paper = running_max(running_max(darkness, k, 0), k, 1)
+    paper = running_mean(running_mean(paper, k, 0), k, 1)
+    ink = np.clip(paper - darkness, 0, None)
     peak = float(np.percentile(ink, 99.9))
     if peak < MIN_CONTRAST:
         raise UserError(f"{name}: no ink found (the image is almost one flat colour)")

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mnist_kit.errors import UserError
-from mnist_kit.predict import classify, decode_gray, gray_png, mnist_like, normalize_image
+from mnist_kit.predict import SERVE_MAX_PIXELS, classify, decode_gray, gray_png, mnist_like, normalize_image
 from mnist_kit.runs import build_run_model, find_run
 
 PAGE = Path(__file__).parent / "static" / "draw.html"
@@ -36,7 +36,7 @@ def make_predictor(run_path: Path | str, top_k: int = 3):
     lock = threading.Lock()
 
     def predict(body: bytes) -> dict:
-        seen = mnist_like(decode_gray(body, "canvas"), "canvas")
+        seen = mnist_like(decode_gray(body, "canvas", SERVE_MAX_PIXELS, SERVE_MAX_PIXELS), "canvas")
         with lock, torch.inference_mode():
             (answer,) = classify(model, normalize_image(seen, data["mean"], data["std"]), run.classes, top_k)
         return {"top": answer["top_k"], "input": png_data_url(seen)}

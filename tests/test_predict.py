@@ -1,7 +1,10 @@
 """Predict on images as users make them: MNIST's own preprocessing recovers a digit from a photo-like file."""
 
+import base64
 import json
 import struct
+import subprocess
+import sys
 import zlib
 
 import numpy as np
@@ -13,8 +16,16 @@ from typer.testing import CliRunner
 from mnist_kit.cli import app
 from mnist_kit.data import normalize
 from mnist_kit.errors import UserError
-from mnist_kit.predict import mnist_like, predict_files, read_gray
+from mnist_kit.predict import (
+    SERVE_MAX_PIXELS,
+    decode_gray,
+    mnist_like,
+    normalize_image,
+    predict_files,
+    read_gray,
+)
 from mnist_kit.runs import build_run_model, find_run
+from tests.conftest import REPO
 
 runner = CliRunner()
 
@@ -136,3 +147,64 @@ def test_cli_reports_bad_files_and_classifies_the_others(trained_run, confident_
         assert image.size == (28, 28)
     table = runner.invoke(app, ["predict", str(trained_run.run_dir), str(good), "--top-k", "2"])
     assert table.exit_code == 0 and "five.jpg" in table.output and "top 2" in table.output
+
+
+# Bounded decoding (issue 'A run folder from anywhere is safe to open', section 2): the images users send, made by
+# the bench (bench/preprocess.py), whose figures the README quotes.
+sys.path.insert(0, str(REPO / "bench"))
+from preprocess import CASES, peak_memory_mb  # noqa: E402
+
+FIXTURE = json.loads((REPO / "tests" / "fixtures" / "preprocess-v1.json").read_text())["inputs"]
+
+
+def fixture_input(name: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(FIXTURE[name]), np.uint8).reshape(28, 28) / 255
+
+
+def test_the_inputs_stay_what_they_were_before_bounded_decoding(tmp_path, trained_run):
+    """The 28x28 input of every example image (50: 10 digits x 5 styles, and the bench's canvas and 3000x4000
+    photo) is within a small tolerance of what the float64 full-size pipeline gave, and predicts the same digit."""
+    subprocess.run([sys.executable, str(REPO / "docs" / "make_examples.py"), str(tmp_path), "--all"], check=True,
+                   capture_output=True)
+    model = build_run_model(find_run(trained_run.run_dir))
+    data = find_run(trained_run.run_dir).metadata["data"]
+    old, new = [], []
+    for name in sorted(FIXTURE):
+        image = (decode_gray(CASES[name.removeprefix("bench: ")](), name) if name.startswith("bench: ")
+                 else read_gray(tmp_path / name))
+        new.append(mnist_like(image, name))
+        old.append(fixture_input(name))
+        assert np.abs(new[-1] - old[-1]).max() < 0.02, name
+    assert len(old) == 52
+
+    def digits(images):
+        with torch.inference_mode():
+            batch = torch.cat([normalize_image(image, data["mean"], data["std"]) for image in images])
+            return model(batch).argmax(dim=1).tolist()
+
+    assert digits(new) == digits(old)
+
+
+def test_a_huge_png_is_refused_with_the_cap_and_the_largest_accepted_stays_under_200_mb(tmp_path):
+    with pytest.raises(UserError, match=r"6000x6600 is 39,600,000 pixels, over the limit of 16,000,000 for a PNG"):
+        decode_gray(CASES["6000x6600 RGBA PNG"](), "big.png")
+    with pytest.raises(UserError, match=r"over the limit of 4,000,000 for a JPEG"):
+        decode_gray(CASES["3000x4000 phone photo JPEG"](), "photo.jpg", SERVE_MAX_PIXELS, SERVE_MAX_PIXELS)
+    growth, outcome = peak_memory_mb(CASES["4000x4000 RGBA PNG (largest accepted PNG)"]())
+    assert outcome == "accepted" and growth < 200, growth  # measured: 125 MiB (before: 978 MiB, 6000x6600: 2.4 GiB)
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "TIFF", "BMP", "GIF"])
+def test_the_formats_users_send_are_read(fmt, confident_digits, tmp_path):
+    digit, _ = confident_digits[7]
+    path = tmp_path / f"seven.{fmt.lower()}"
+    Image.fromarray(255 - digit).resize((140, 140)).save(path, format=fmt)
+    expected = mnist_like(read_gray(as_paper_photo(digit, tmp_path / "seven.png")))
+    assert np.abs(mnist_like(read_gray(path)) - expected).mean() < 0.05
+
+
+def test_a_format_outside_the_allow_list_is_refused_without_running_its_decoder(tmp_path):
+    eps = tmp_path / "digit.eps"
+    eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 4 4 moveto 24 24 lineto stroke\n")
+    with pytest.raises(UserError, match=r"not an image in a format accepted here \(PNG, JPEG, GIF, BMP, WEBP, TIFF\)"):
+        read_gray(eps)
