@@ -87,5 +87,7 @@ def test_drawing_a_digit_shows_the_prediction(url):
             assert page.locator("#message").inner_text() == ""
             page.click("#clear")
             assert page.locator("#digit").inner_text() == ""
+            page.wait_for_timeout(400)  # an answer still on its way about the cleared drawing must not show
+            assert page.locator("#digit").inner_text() == "" and page.locator("#message").inner_text() == ""
         finally:
             browser.close()
