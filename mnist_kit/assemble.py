@@ -103,12 +103,18 @@ def build_parts(config: dict, spec: DatasetSpec, steps_per_epoch: int, device: t
 
 
 def training_images(config: dict, spec: DatasetSpec) -> int:
-    """How many training images a recipe trains on (data.limit, which must not ask for more than there are)."""
-    limit = config["data"].get("limit")
-    if limit is not None and limit > spec.train_images:
-        raise UserError(f"data.limit = {limit} asks for more than the {spec.train_images:,} training images of "
-                        f"{config['data']['dataset']}")
-    return limit or spec.train_images
+    """How many training images a recipe trains on: those left after data.validation, or data.limit of them (which
+    must not ask for more than there are)."""
+    data = config["data"]
+    validation = data.get("validation", 0)
+    if validation and not spec.num_classes <= validation < spec.train_images:
+        raise UserError(f"data.validation = {validation} must hold out at least one image of each of the "
+                        f"{spec.num_classes} classes and leave some of the {spec.train_images:,} to train on")
+    left, limit = spec.train_images - validation, data.get("limit")
+    if limit is not None and limit > left:
+        raise UserError(f"data.limit = {limit} asks for more than the {left:,} training images of "
+                        f"{data['dataset']}" + (f" left after data.validation = {validation}" if validation else ""))
+    return limit or left
 
 
 def dry_build(config: dict) -> tuple[Parts, int]:

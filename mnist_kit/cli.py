@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.errors import Interrupted, Notice, UserError
 from mnist_kit.registry import closest
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
@@ -48,8 +48,8 @@ def debugging() -> bool:
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """A run's warnings (mnist_kit.runs.RunWarning) as one line on stderr; others as Python shows them."""
-    if category.__name__ == "RunWarning":
+    """The toolkit's notices (mnist_kit.errors.Notice) as one line on stderr; others as Python shows them."""
+    if issubclass(category, Notice):
         errors.print(f"warning: {message}", highlight=False, markup=False, soft_wrap=True)
     else:
         python_show_warning(message, category, filename, lineno, file, line)
@@ -133,10 +133,11 @@ def train_command(
         leave()  # under torchrun: leave the process group cleanly, whatever happened
     if results[-1].run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
         return
-    table = Table("recipe", "test accuracy", "seconds", "run folder", title="runs")
+    table = Table("recipe", "validation accuracy", "test accuracy", "seconds", "run folder", title="runs")
     for result in results:
-        table.add_row(result.recipe, f"{result.test_accuracy:.2%}", f"{result.metadata['wall_seconds']:.0f}",
-                      str(result.run_dir))
+        validation = result.validation_accuracy
+        table.add_row(result.recipe, f"{validation:.2%}" if validation is not None else "(no split)",
+                      f"{result.test_accuracy:.2%}", f"{result.metadata['wall_seconds']:.0f}", str(result.run_dir))
     console.print(table)
     final = results[-1].run_dir
     console.print(f"Wrote {final}/model.pth, model.safetensors and metadata.json", highlight=False, soft_wrap=True)
@@ -169,14 +170,20 @@ def eval_command(
     tta: Annotated[bool, typer.Option("--tta", help="Average over the image and its 8 one-pixel shifts.")] = False,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    split: Annotated[str, typer.Option("--split", help="test, or validation: the training images the run held "
+                                       "out (data.validation).")] = "test",
     plugin: PluginOption = None,
 ):
     """Evaluate a run on the test split: accuracy, loss, per-class metrics, confusion; writes RUN/eval.json
-    (RUN/eval-tta.json with --tta). Several runs are evaluated as an ensemble (mean probability), nothing written."""
+    (eval-tta.json with --tta, eval-validation.json with --split validation). Several runs are evaluated as an
+    ensemble on the test split (mean probability), nothing written."""
     from mnist_kit.runs import evaluate_ensemble, evaluate_run
 
     use_plugins(plugin)
-    report = evaluate_ensemble(runs, data_dir, tta) if len(runs) > 1 else evaluate_run(runs[0], data_dir, tta=tta)
+    if len(runs) > 1 and split != "test":
+        raise UserError("an ensemble is scored on the test split: its members may hold out different images")
+    report = (evaluate_ensemble(runs, data_dir, tta) if len(runs) > 1
+              else evaluate_run(runs[0], data_dir, tta=tta, split=split))
     if as_json:
         print(json.dumps(report, indent=2))
     else:
@@ -198,9 +205,9 @@ def print_eval_report(report: dict) -> None:
             members.add_row(member["run"], f"{member['accuracy']:.2%}")
         console.print(members)
     else:
-        recorded = report["recorded_test_accuracy"]
+        recorded, split = report["recorded_accuracy"], report["split"]
         console.print(f"[bold]{report['run']}[/bold] ({Path(report['weights']).name}) on the {report['dataset']} "
-                      f"test split{how}: {summary}"
+                      f"{split} split{how}: {summary}"
                       + (f"; training recorded {recorded:.2%}" if recorded is not None else ""), highlight=False,
                       soft_wrap=True)
     per_class = Table("class", "accuracy (recall)", "precision", "support", title="per class", title_justify="left")
@@ -314,15 +321,23 @@ def sweep_command(
         chosen = local_backend(workers, cpus_per_point)
 
     def progress(row: dict) -> None:
-        result = f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else f"failed: {row['error']}"
+        if "test_accuracy" not in row:
+            result = f"failed: {row['error']}"
+        elif row.get("validation_accuracy") is not None:
+            result = f"validation {row['validation_accuracy']:.2%}, test {row['test_accuracy']:.2%}"
+        else:
+            result = f"test {row['test_accuracy']:.2%}"
         console.print(f"point {row['point']}: {result} ({row['status']})", highlight=False, soft_wrap=True)
 
     rows, folder = run_sweep(sweep_file, out, data_dir, chosen, on_row=progress)
-    keys = [k for k in rows[0] if k not in ("point", "test_accuracy", "seconds", "run", "status", "error")]
+    keys = [k for k in rows[0] if k not in ("point", "validation_accuracy", "test_accuracy", "seconds", "run", "status",
+                                            "error")]
     best = best_point(rows)
-    table = Table("point", *keys, "test accuracy", "seconds", "", title=f"sweep {sweep_file}")
+    table = Table("point", *keys, "validation accuracy", "test accuracy", "seconds", "", title=f"sweep {sweep_file}")
     for row in rows:
+        validation = row.get("validation_accuracy")
         table.add_row(str(row["point"]), *(str(row.get(k)) for k in keys),
+                      f"{validation:.2%}" if validation is not None else "",
                       f"{row['test_accuracy']:.2%}" if "test_accuracy" in row else "[red]failed[/red]",
                       f"{row['seconds']:.0f}" if "seconds" in row else "", "best" if row is best else "")
     console.print(table)

@@ -158,6 +158,25 @@ def normalize(images: torch.Tensor, mean: float, std: float, device: torch.devic
     return x.sub_(mean_t).div_(std_t)
 
 
+def validation_split(labels: torch.Tensor, count: int, seed: int, num_classes: int) -> tuple[torch.Tensor,
+                                                                                        torch.Tensor]:
+    """(training, validation) indices into a training split: `count` images held out, the same number of each
+    class as far as it divides (the first classes take one more), drawn by `seed` alone so every training seed of a
+    recipe sees the same split. Both index lists are in the split's original order."""
+    if count == 0:
+        return torch.arange(len(labels)), torch.arange(0)
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for label in range(num_classes):
+        members = (labels == label).nonzero().squeeze(1)
+        take = count // num_classes + (label < count % num_classes)
+        held.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    validation = torch.cat(held).sort().values
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[validation] = False
+    return keep.nonzero().squeeze(1), validation
+
+
 def batch_order(n: int, batch_size: int, generator: torch.Generator,
                 device: torch.device | str = "cpu") -> Iterator[torch.Tensor]:
     """Index tensors of one shuffled epoch: a seeded permutation in slices (the last may be short).

@@ -1,5 +1,7 @@
 """Where and in what precision the numbers are computed: device selection and bfloat16 autocast."""
 
+import os
+import platform
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -21,6 +23,23 @@ def select_device(requested: str) -> torch.device:
     if requested == "mps" and not torch.backends.mps.is_available():
         raise UserError("train.device = 'mps' but MPS is not available here; use auto or cpu")
     return torch.device(requested)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (another CPU gives other weights for the same seed: results say where they came from)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(device: torch.device) -> dict:
+    """Where a run's numbers were computed: CPU model and cores, and the GPU's name when it trained on one."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def cpu_has_bf16() -> bool:

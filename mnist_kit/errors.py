@@ -9,6 +9,10 @@ class Interrupted(Exception):
     """Training stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume."""
 
 
+class Notice(UserWarning):
+    """Something the user should know that does not stop the command: the CLI prints it as one 'warning:' line."""
+
+
 class Diverged(Exception):
     """The training loss (or the evaluated model) stopped being a finite number: the run cannot go on."""
 

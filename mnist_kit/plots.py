@@ -16,13 +16,14 @@ def curves_figure(history: list[dict]) -> Figure:
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     loss, acc, lr = fig.subplots(1, 3)
-    loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    splits = ["train", *(["val"] if "val_accuracy" in history[0] else []), "test"]
+    for split in splits:
+        loss.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", label=split)
+        acc.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], "o-", label=split)
     loss.set(title="loss", xlabel="epoch")
-    acc.plot(epochs, [100 * r["train_accuracy"] for r in history], "o-", label="train")
-    acc.plot(epochs, [100 * r["test_accuracy"] for r in history], "o-", label="test")
-    best = max(history, key=lambda r: r["test_accuracy"])
-    acc.set(title=f"accuracy (%), best test {100 * best['test_accuracy']:.2f}% at epoch {best['epoch']}",
+    chooser = "val" if "val" in splits else "test"  # what picks the best epoch: validation, where there is one
+    best = max(history, key=lambda r: r[f"{chooser}_accuracy"])
+    acc.set(title=f"accuracy (%), best {chooser} {100 * best[f'{chooser}_accuracy']:.2f}% at epoch {best['epoch']}",
             xlabel="epoch")
     lr.plot(epochs, [r["lr"] for r in history], "o-", color="gray")
     lr.set(title="learning rate (start of epoch)", xlabel="epoch", yscale="log")
@@ -92,20 +93,22 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> Figure:
     return fig
 
 
-def sweep_figure(rows: list[dict], keys: list[str]) -> Figure:
-    """Test accuracy of each sweep point as bars, the best one highlighted, failures marked."""
+def sweep_figure(rows: list[dict], keys: list[str], ranked_on: str = "validation_accuracy") -> Figure:
+    """The accuracy the sweep chooses by (validation, else test) of each point as bars, the best one highlighted,
+    failures marked."""
     fig = Figure(figsize=(max(6.0, 0.9 * len(rows) + 2), 4.2), layout="constrained")
     ax = fig.subplots()
-    scored = [r["test_accuracy"] for r in rows if "test_accuracy" in r]
+    scored = [r[ranked_on] for r in rows if r.get(ranked_on) is not None]
     best = max(scored) if scored else None
     labels = ["\n".join(f"{k.split('.')[-1]}={r.get(k)}" for k in keys) for r in rows]
-    heights = [100 * r.get("test_accuracy", 0) for r in rows]
-    colors = [WRONG if "error" in r else (CORRECT if r.get("test_accuracy") == best else "#8c959f") for r in rows]
+    heights = [100 * (r.get(ranked_on) or 0) for r in rows]
+    colors = [WRONG if "error" in r else (CORRECT if r.get(ranked_on) == best else "#8c959f") for r in rows]
     bars = ax.bar(range(len(rows)), heights, color=colors)
     ax.bar_label(bars, labels=[f"{h:.2f}" if h else "failed" for h in heights], fontsize=8)
     low = min((h for h in heights if h), default=0)
-    ax.set(xticks=range(len(rows)), ylabel="test accuracy (%)", title="sweep: test accuracy per point (best in green)",
-           ylim=(max(0, low - 1), 100))
+    split = ranked_on.split("_")[0]
+    ax.set(xticks=range(len(rows)), ylabel=f"{split} accuracy (%)", ylim=(max(0, low - 1), 100),
+           title=f"sweep: {split} accuracy per point (best in green)")
     ax.set_xticklabels(labels, fontsize=8)
     return fig
 

@@ -7,21 +7,27 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-COLUMNS = [("epoch", "{}"), ("train loss", "{:.4f}"), ("train acc", "{:.2%}"), ("test loss", "{:.4f}"),
-           ("test acc", "{:.2%}"), ("lr", "{:.2e}"), ("seconds", "{:.1f}")]
-KEYS = ["epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "lr", "seconds"]
+# (history key, column title, format); the validation columns show only where the recipe holds images out
+COLUMNS = [("epoch", "epoch", "{}"), ("train_loss", "train loss", "{:.4f}"), ("train_accuracy", "train acc", "{:.2%}"),
+           ("val_loss", "val loss", "{:.4f}"), ("val_accuracy", "val acc", "{:.2%}"),
+           ("test_loss", "test loss", "{:.4f}"), ("test_accuracy", "test acc", "{:.2%}"), ("lr", "lr", "{:.2e}"),
+           ("seconds", "seconds", "{:.1f}")]
 
 
-def epoch_cells(row: dict) -> list[str]:
+def columns(validation: bool) -> list[tuple[str, str, str]]:
+    return [column for column in COLUMNS if validation or not column[0].startswith("val_")]
+
+
+def epoch_cells(row: dict, shown: list[tuple[str, str, str]]) -> list[str]:
     """One history row as formatted table cells."""
-    return [fmt.format(row[key]) for (_, fmt), key in zip(COLUMNS, KEYS)]
+    return [fmt.format(row[key]) for key, _, fmt in shown]
 
 
 class PlainDisplay:
     """One line per epoch: for logs, pipes and --quiet."""
 
-    def __init__(self, console: Console):
-        self.console = console
+    def __init__(self, console: Console, validation: bool = False):
+        self.console, self.shown = console, columns(validation)
 
     def __enter__(self):
         return self
@@ -39,9 +45,9 @@ class PlainDisplay:
         return False
 
     def epoch(self, row: dict) -> None:
-        cells = epoch_cells(row)
-        self.console.print("  ".join(f"{name} {cell}" for (name, _), cell in zip(COLUMNS, cells)), highlight=False,
-                           soft_wrap=True)
+        cells = epoch_cells(row, self.shown)
+        self.console.print("  ".join(f"{name} {cell}" for (_, name, _), cell in zip(self.shown, cells)),
+                           highlight=False, soft_wrap=True)
 
 
 class RichDisplay:
@@ -49,9 +55,9 @@ class RichDisplay:
 
     REFRESH_SECONDS = 0.1
 
-    def __init__(self, console: Console):
-        self.console = console
-        self.table = Table(*(name for name, _ in COLUMNS))
+    def __init__(self, console: Console, validation: bool = False):
+        self.console, self.shown = console, columns(validation)
+        self.table = Table(*(name for _, name, _ in self.shown))
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=console)
@@ -82,11 +88,14 @@ class RichDisplay:
         self.progress.update(self.batches, completed=step, stats=f"loss {loss:.4f} acc {accuracy:.2%}")
 
     def epoch(self, row: dict) -> None:
-        self.table.add_row(*epoch_cells(row))
-        self.progress.update(self.epochs, completed=row["epoch"], stats=f"test acc {row['test_accuracy']:.2%}")
+        self.table.add_row(*epoch_cells(row, self.shown))
+        score = (f"val acc {row['val_accuracy']:.2%}" if "val_accuracy" in row
+                 else f"test acc {row['test_accuracy']:.2%}")
+        self.progress.update(self.epochs, completed=row["epoch"], stats=score)
         self.progress.reset(self.batches, stats="")
 
 
-def make_display(console: Console, quiet: bool) -> PlainDisplay | RichDisplay:
-    """Rich bars on an interactive terminal, plain lines when quiet or piped."""
-    return PlainDisplay(console) if quiet or not console.is_terminal else RichDisplay(console)
+def make_display(console: Console, quiet: bool, validation: bool = False) -> PlainDisplay | RichDisplay:
+    """Rich bars on an interactive terminal, plain lines when quiet or piped; validation columns where there is a
+    validation split."""
+    return (PlainDisplay if quiet or not console.is_terminal else RichDisplay)(console, validation)

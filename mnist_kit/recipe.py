@@ -25,7 +25,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
     "data": {
         "dataset": ((str,), "mnist", None),
         "batch_size": ((int,), 64, POSITIVE),
-        "limit": ((int,), None, POSITIVE),  # train on the first N training images only
+        "validation": ((int,), 0, (lambda v: v >= 0, "must be >= 0")),  # hold out N training images to choose on
+        "split_seed": ((int,), 0, (lambda v: 0 <= v < 2**32, "must be in [0, 2**32)")),  # which ones: its own seed
+        "limit": ((int,), None, POSITIVE),  # train on the first N of the remaining training images only
     },
     "train": {
         "epochs": ((int,), 25, POSITIVE),
@@ -37,6 +39,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "ema": ((int, float), 0.0, (lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns it off)")),
         "channels_last": ((bool,), False, None),
         "sync_bn": ((bool,), False, None),  # under torchrun on CUDA: BatchNorm statistics over the global batch
+        "keep": ((str,), "last", (lambda v: v in ("last", "best"), "must be last or best (by validation)")),
+        "patience": ((int,), 0, (lambda v: v >= 0, "must be >= 0 (0: no early stopping)")),
     },
     "fallback": {
         "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),
@@ -203,6 +207,11 @@ def resolve(config: dict, source: str) -> dict:
     fallback = resolved["fallback"]
     if bool("min_test_accuracy" in fallback) != bool("recipe" in fallback):
         raise UserError(f"{source}: [fallback] needs both min_test_accuracy and recipe")
+    train = resolved["train"]
+    if (train["keep"] == "best" or train["patience"]) and not resolved["data"]["validation"]:
+        what = 'train.keep = "best"' if train["keep"] == "best" else "train.patience"
+        raise UserError(f"{source}: {what} chooses by validation accuracy: set data.validation (e.g. 5000 of the "
+                        f"training images), never the test split")
     return resolved
 
 

@@ -11,16 +11,20 @@ from torch import nn
 
 from mnist_kit.assemble import build_model, check_registered
 from mnist_kit.atomic import write_json_atomic
-from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize
+from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize, validation_split
 from mnist_kit.device import precision_context
-from mnist_kit.errors import UserError
+from mnist_kit.errors import Notice, UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
 from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict, sha256_file
 from mnist_kit.recipe import Recipe, run_recipe
 from mnist_kit.registry import closest
 
-EVAL_JSON = "eval.json"
-EVAL_TTA_JSON = "eval-tta.json"
+SPLITS = ("test", "validation")
+
+
+def eval_file(split: str, tta: bool) -> str:
+    """eval.json, eval-tta.json, eval-validation.json, eval-validation-tta.json."""
+    return "eval" + ("-validation" if split == "validation" else "") + ("-tta" if tta else "") + ".json"
 
 
 @dataclass(frozen=True)
@@ -91,11 +95,11 @@ def check_metadata(metadata: dict) -> None:
         raise ValueError(f"classes must be a list of names, got {classes!r}")
 
 
-class RunWarning(UserWarning):
+class RunWarning(Notice):
     """Something about a run the user should know, that does not stop the command (the CLI prints one line)."""
 
 
-warnings.simplefilter("always", RunWarning)  # every run opened says it, not only the first
+warnings.simplefilter("always", Notice)  # every run opened says it, not only the first
 
 
 def weights_check(run: Run, path: Path) -> bool | None:
@@ -160,10 +164,27 @@ def run_dataset(run: Run, data_dir: Path | str | None = None) -> Splits:
     return load_dataset(run.metadata["data"]["dataset"], data_dir)
 
 
-def outputs_on_test_split(run: Run, model: nn.Module, splits: Splits, tta: bool = False) -> torch.Tensor:
-    """The model's outputs on the whole test split, normalized and in the precision of its training; with `tta`,
-    the log of the mean probability over each image and its 8 one-pixel shifts."""
-    images = normalize(splits.test_images, splits.mean, splits.std)
+def split_of(run: Run, splits: Splits, split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images, labels) of the run's test split, or of the training images it held out for validation (the
+    same ones: data.validation and data.split_seed from its metadata)."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose {' or '.join(SPLITS)}" + closest(split, SPLITS))
+    if split == "test":
+        return splits.test_images, splits.test_labels
+    data = run.metadata["data"]
+    count = data.get("validation_images") or 0
+    if not count:
+        raise UserError(f"{run.run_dir} held out no validation images (its recipe has no data.validation): only "
+                        f"its test split can be scored")
+    _, held = validation_split(splits.train_labels, count, data.get("split_seed", 0), splits.num_classes)
+    return splits.train_images[held], splits.train_labels[held]
+
+
+def outputs_on_split(run: Run, model: nn.Module, splits: Splits, tta: bool = False,
+                     split: str = "test") -> torch.Tensor:
+    """The model's outputs on a whole split, normalized and in the precision of its training; with `tta`, the log
+    of the mean probability over each image and its 8 one-pixel shifts."""
+    images = normalize(split_of(run, splits, split)[0], splits.mean, splits.std)
     with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
         if tta:
             return predict_with_tta(model, images, fill=(0.0 - splits.mean) / splits.std)
@@ -171,18 +192,19 @@ def outputs_on_test_split(run: Run, model: nn.Module, splits: Splits, tta: bool 
 
 
 def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True,
-                 tta: bool = False) -> dict:
-    """Evaluate a run's weights on the test split; the report also goes to RUN/eval.json (eval-tta.json with
-    test-time augmentation) unless write=False."""
+                 tta: bool = False, split: str = "test") -> dict:
+    """Evaluate a run's weights on the test split (or on the training images it held out: split="validation"); the
+    report also goes to RUN/eval.json (eval-tta.json, eval-validation.json, ...) unless write=False."""
     run = find_run(path)
     model, weights = build_run_model_from(run)
     splits = run_dataset(run, data_dir)
-    outputs = outputs_on_test_split(run, model, splits, tta)
-    report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name, "tta": tta,
-              "classes": splits.classes, "recorded_test_accuracy": run.metadata.get("test_accuracy"),
-              **full_report(outputs, splits.test_labels, splits.classes)}
+    outputs = outputs_on_split(run, model, splits, tta, split)
+    recorded = run.metadata.get("validation_accuracy" if split == "validation" else "test_accuracy")
+    report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name, "split": split, "tta": tta,
+              "classes": splits.classes, "recorded_accuracy": recorded,
+              **full_report(outputs, split_of(run, splits, split)[1], splits.classes)}
     if write:  # a folder that cannot take the file (read-only, full) keeps the report: it says why instead
-        target = run.run_dir / (EVAL_TTA_JSON if tta else EVAL_JSON)
+        target = run.run_dir / eval_file(split, tta)
         try:
             report["written"] = str(write_json_atomic(target, report))
         except OSError as error:
@@ -200,7 +222,7 @@ def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = Non
     members, outputs = [], []
     for run in runs:
         model, weights = build_run_model_from(run)
-        outputs.append(outputs_on_test_split(run, model, splits, tta).float().log_softmax(dim=1))
+        outputs.append(outputs_on_split(run, model, splits, tta).float().log_softmax(dim=1))
         accuracy = (outputs[-1].argmax(dim=1) == splits.test_labels).double().mean().item()
         members.append({"run": str(run.run_dir), "weights": str(weights), "accuracy": accuracy})
     return {"runs": [m["run"] for m in members], "members": members, "dataset": splits.name, "tta": tta,
@@ -253,7 +275,7 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
         figures["classes"] = classes_figure(class_counts(splits.train_labels, len(classes)),
                                             class_counts(splits.test_labels, len(classes)), classes)
     if set(kinds) & {"predictions", "confusion"}:
-        outputs = outputs_on_test_split(run, build_run_model(run), splits)
+        outputs = outputs_on_split(run, build_run_model(run), splits)
         confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
         labels = splits.test_labels
     if "predictions" in kinds:

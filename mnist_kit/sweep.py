@@ -7,6 +7,7 @@ import json
 import os
 import re
 import tomllib
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
-from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.errors import Interrupted, Notice, UserError
 from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path, run_recipe
 from mnist_kit.registry import closest
 
@@ -140,14 +141,16 @@ def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> 
     try:
         if done := finished_run(point):
             meta = json.loads((done / "metadata.json").read_text())
-            return {**row, "test_accuracy": meta["test_accuracy"], "seconds": meta["wall_seconds"],
+            return {**row, "validation_accuracy": meta.get("validation_accuracy"),
+                    "test_accuracy": meta["test_accuracy"], "seconds": meta["wall_seconds"],
                     "run": str(done), "status": "done before"}
         if partial := unfinished_run(point):
             load_recipe(base, point.overrides)  # the user's recipe imports its plugins; the run folder imports none
             result = resume(partial, **quiet)
         else:
             result = train(load_recipe(base, point.overrides), out_dir=point.folder, **quiet)
-        return {**row, "test_accuracy": result.test_accuracy, "seconds": result.metadata["wall_seconds"],
+        return {**row, "validation_accuracy": result.validation_accuracy, "test_accuracy": result.test_accuracy,
+                "seconds": result.metadata["wall_seconds"],
                 "run": str(result.run_dir), "status": "trained"}
     except (UserError, Interrupted) as error:
         return failed_row(point, str(error))
@@ -191,14 +194,26 @@ def run_sweep(path: Path | str, out_dir: Path | str | None = None, data_dir=None
 
     (backend or local_backend())(sweep["base"], points, data_dir, report)
     rows.sort(key=lambda row: row["point"])
+    if ranked_on(rows) == "test_accuracy" and any("test_accuracy" in row for row in rows):
+        warnings.warn(f"{path}: its points hold no images out (set \"data.validation\" = 5000 in [set]): the best "
+                      f"point is chosen on the test split, which then no longer measures it", Notice, stacklevel=2)
     write_summary(out, rows, list(sweep["grid"]))
     return rows, out
 
 
-def best_point(rows: list[dict]) -> dict | None:
-    """The row with the highest test accuracy (the first of equals)."""
+def ranked_on(rows: list[dict]) -> str:
+    """The accuracy sweeps choose by: validation_accuracy when every finished point held images out, else (with a
+    warning, as the test split should never choose) test_accuracy."""
     scored = [row for row in rows if "test_accuracy" in row]
-    return max(scored, key=lambda row: row["test_accuracy"]) if scored else None
+    return "validation_accuracy" if all(row.get("validation_accuracy") is not None for row in scored) \
+        else "test_accuracy"
+
+
+def best_point(rows: list[dict]) -> dict | None:
+    """The row with the highest validation accuracy (the first of equals); the test accuracy only for a sweep
+    whose points hold no images out (see ranked_on)."""
+    scored, key = [row for row in rows if "test_accuracy" in row], ranked_on(rows)
+    return max(scored, key=lambda row: row[key]) if scored else None
 
 
 def write_summary(out: Path, rows: list[dict], keys: list[str]) -> None:
@@ -208,10 +223,12 @@ def write_summary(out: Path, rows: list[dict], keys: list[str]) -> None:
     best = best_point(rows)
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["point", *keys, "test_accuracy", "seconds", "best", "status", "run", "error"])
+    writer.writerow(["point", *keys, "validation_accuracy", "test_accuracy", "seconds", "best", "status", "run",
+                     "error"])
     for row in rows:
-        writer.writerow([row["point"], *(row.get(k) for k in keys), row.get("test_accuracy", ""),
+        writer.writerow([row["point"], *(row.get(k) for k in keys), row.get("validation_accuracy") or "",
+                         row.get("test_accuracy", ""),
                          f"{row['seconds']:.1f}" if "seconds" in row else "", "*" if row is best else "",
                          row["status"], row.get("run", ""), row.get("error", "")])
     write_bytes_atomic(out / "summary.csv", buffer.getvalue().encode())
-    save_png(sweep_figure(rows, keys), out / "summary.png")
+    save_png(sweep_figure(rows, keys, ranked_on(rows)), out / "summary.png")

@@ -19,8 +19,8 @@ from torch.nn.parallel import DistributedDataParallel
 from mnist_kit import export
 from mnist_kit.assemble import Parts, build_parts, check_last_batch, check_registered
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
-from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize
-from mnist_kit.device import precision_context, resolve_precision
+from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize, validation_split
+from mnist_kit.device import machine, precision_context, resolve_precision
 from mnist_kit.distributed import (
     ALONE,
     World,
@@ -57,6 +57,11 @@ class RunResult:
     test_accuracy: float
     metadata: dict
 
+    @property
+    def validation_accuracy(self) -> float | None:
+        """Accuracy on the held-out training images (None without data.validation): what choices read."""
+        return self.metadata.get("validation_accuracy")
+
 
 @dataclass(frozen=True)
 class Tensors:
@@ -64,6 +69,8 @@ class Tensors:
 
     train_x: torch.Tensor
     train_y: torch.Tensor
+    val_x: torch.Tensor  # data.validation images held out of the training split (may be empty)
+    val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
 
@@ -117,14 +124,17 @@ def load_tensors(config: dict, data_dir, world: World, device: torch.device) -> 
     splits = load_dataset(config["data"]["dataset"], data_dir)
     if world.fetches:
         barrier(world)
-    limit = config["data"].get("limit")
-    tensors = Tensors(normalize(splits.train_images[:limit], splits.mean, splits.std, device),
-                      splits.train_labels[:limit].to(device),
-                      normalize(splits.test_images, splits.mean, splits.std, device), splits.test_labels.to(device))
-    if config["train"]["channels_last"]:
-        tensors = Tensors(tensors.train_x.contiguous(memory_format=torch.channels_last), tensors.train_y,
-                          tensors.test_x.contiguous(memory_format=torch.channels_last), tensors.test_y)
-    return splits, tensors
+    data = config["data"]
+    kept, held = validation_split(splits.train_labels, data["validation"], data["split_seed"], splits.num_classes)
+    kept = kept[:data.get("limit")]  # data.limit applies after the validation images are set aside
+    layout = torch.channels_last if config["train"]["channels_last"] else torch.contiguous_format
+
+    def images(pixels: torch.Tensor) -> torch.Tensor:
+        return normalize(pixels, splits.mean, splits.std, device).contiguous(memory_format=layout)
+
+    return splits, Tensors(images(splits.train_images[kept]), splits.train_labels[kept].to(device),
+                           images(splits.train_images[held]), splits.train_labels[held].to(device),
+                           images(splits.test_images), splits.test_labels.to(device))
 
 
 def train_epoch(loop: Loop, display, epoch: int) -> tuple[float, float]:
@@ -179,14 +189,36 @@ def diverged(losses: torch.Tensor, lrs: list[float], epoch: int) -> Diverged:
 
 
 def evaluate_final(loop: Loop, splits: Splits, epoch: int) -> dict:
-    """The metrics of what will be exported (the EMA's average, or the model) on the test split."""
+    """The metrics of what will be exported (the EMA's average, or the model): {"test": ..., "validation": ... or
+    None}. Choices read the validation split; the test split is measured for the record."""
     buffers_from_rank0(loop.parts.final, loop.world)  # every process evaluates the model rank 0 saves
-    with precision_context(loop.precision, loop.data.test_x.device):
-        test = evaluate(loop.parts.final, loop.data.test_x, loop.data.test_y, splits.num_classes, loop.world)
-    if not math.isfinite(test["loss"]):  # weights gone to inf/nan on the last step: never exported
+    data, scores = loop.data, {}
+    with precision_context(loop.precision, data.test_x.device):
+        for split, images, labels in (("validation", data.val_x, data.val_y), ("test", data.test_x, data.test_y)):
+            scores[split] = (evaluate(loop.parts.final, images, labels, splits.num_classes, loop.world)
+                             if len(labels) else None)
+    if not all(math.isfinite(s["loss"]) for s in scores.values() if s):  # weights gone to inf/nan: never exported
         raise Diverged(epoch, loop.steps_per_epoch, loop.parts.optimizer.param_groups[0]["lr"],
                        "the evaluated model's loss")
-    return test
+    return scores
+
+
+def history_row(epoch: int, train: tuple[float, float], scores: dict, lr: float, seconds: float) -> dict:
+    """One epoch of the history (validation columns only where there is a split)."""
+    row = {"epoch": epoch, "train_loss": train[0], "train_accuracy": train[1]}
+    if scores["validation"]:
+        row |= {"val_loss": scores["validation"]["loss"], "val_accuracy": scores["validation"]["accuracy"]}
+    return row | {"test_loss": scores["test"]["loss"], "test_accuracy": scores["test"]["accuracy"], "lr": lr,
+                  "seconds": seconds}
+
+
+def best_so_far(best: dict | None, scores: dict, parts: Parts, epoch: int, keep: str) -> dict | None:
+    """The epoch with the best validation accuracy (the first of equals), with a copy of its weights when the
+    recipe keeps the best (train.keep = "best"); None without a validation split."""
+    if not scores["validation"] or (best and scores["validation"]["accuracy"] <= best["accuracy"]):
+        return best
+    weights = {k: v.detach().clone() for k, v in parts.final.state_dict().items()} if keep == "best" else None
+    return {"epoch": epoch, "accuracy": scores["validation"]["accuracy"], "weights": weights}
 
 
 def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
@@ -206,7 +238,8 @@ def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bo
 
 
 def restore(parts: Parts, state: dict, generator: torch.Generator) -> tuple[list[dict], str, float]:
-    """Put a run's last.pth back into its parts and random states; returns (history, started, elapsed seconds)."""
+    """Put a run's last.pth back into its parts and random states; returns (history, started, elapsed seconds).
+    The best validation epoch so far is state["best"]."""
     parts.model.load_state_dict(state["model"])
     parts.optimizer.load_state_dict(state["optimizer"])
     parts.scheduler.load_state_dict(state["scheduler"])
@@ -216,10 +249,12 @@ def restore(parts: Parts, state: dict, generator: torch.Generator) -> tuple[list
     return state["history"], state["started"], state["elapsed"]
 
 
-def training_state(recipe: Recipe, loop: Loop, history: list[dict], started: str, elapsed: float) -> dict:
-    """What last.pth holds: every part's state, every random state, the history and the recipe."""
+def training_state(recipe: Recipe, loop: Loop, history: list[dict], started: str, elapsed: float,
+                   best: dict | None) -> dict:
+    """What last.pth holds: every part's state, every random state, the history, the best validation epoch so
+    far, and the recipe."""
     parts = loop.parts
-    return {"schema": SCHEMA_VERSION, "epoch": len(history), "model": parts.model.state_dict(),
+    return {"schema": SCHEMA_VERSION, "epoch": len(history), "best": best, "model": parts.model.state_dict(),
             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
             "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(loop.generator),
             "history": history, "recipe": recipe_to_dict(recipe), "started": started, "elapsed": elapsed}
@@ -275,31 +310,39 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         history, started, elapsed = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0
     if not world.main:
         quiet, console = True, Console(quiet=True)
-    test, kept = None, len(history)  # kept: epochs safe in last.pth
+    keep, patience = config["train"]["keep"], config["train"]["patience"]
+    scores, kept, best = None, len(history), state.get("best") if state else None  # kept: epochs safe in last.pth
     try:
-        with stop_signals() as signals, make_display(console, quiet) as display:
+        with stop_signals() as signals, make_display(console, quiet, len(data.val_y) > 0) as display:
             display.start(title(recipe, loop, device, len(history) if state else None), epochs, steps)
             for row in history:
                 display.epoch(row)
             for epoch in range(len(history) + 1, epochs + 1):
+                if patience and best and epoch - 1 - best["epoch"] >= patience:
+                    break  # early stopping: no better validation accuracy for `patience` epochs
                 epoch_clock, lr = time.perf_counter(), parts.optimizer.param_groups[0]["lr"]
-                train_loss, train_accuracy = train_epoch(loop, display, epoch)
-                test = evaluate_final(loop, splits, epoch)
-                history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                                "test_loss": test["loss"], "test_accuracy": test["accuracy"], "lr": lr,
-                                "seconds": time.perf_counter() - epoch_clock})
+                trained = train_epoch(loop, display, epoch)
+                scores = evaluate_final(loop, splits, epoch)
+                history.append(history_row(epoch, trained, scores, lr, time.perf_counter() - epoch_clock))
+                best = best_so_far(best, scores, parts, epoch, keep)
                 if world.main:
-                    writing(run_dir / "last.pth", save_last, run_dir,
-                            training_state(recipe, loop, history, started, elapsed + time.perf_counter() - clock))
+                    writing(run_dir / "last.pth", save_last, run_dir, training_state(
+                        recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
-            test = test or evaluate_final(loop, splits, epochs)  # resumed after the last epoch: evaluate once
-            metadata = run_metadata(recipe, splits, parts.final, history, test, device=device,
+            if keep == "best" and best["epoch"] != len(history):
+                parts.final.load_state_dict(best["weights"])  # the epoch validation chose
+                scores = None
+            scores = scores or evaluate_final(loop, splits, epochs)  # resumed after the end, or the best epoch
+            metadata = run_metadata(recipe, splits, parts.final, history, scores, device=device,
                                     precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
                                     started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
+            metadata["kept_epoch"] = best["epoch"] if keep == "best" else len(history)
+            metadata["best_validation_epoch"] = best["epoch"] if best else None
+            metadata["stopped_early"] = len(history) < epochs
             if world.main:
                 written = writing(run_dir / "model.*", export.save_weights, run_dir, parts.final,
-                                  recipe_to_dict(recipe), test["accuracy"])
+                                  recipe_to_dict(recipe), scores["test"]["accuracy"])
                 metadata["weights"] = {path.name: export.sha256_file(path) for path in written}  # checked on open
                 writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
             barrier(world)
@@ -315,8 +358,8 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         raise
     if world.main:
         remove_last(run_dir)
-    return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name, test_accuracy=test["accuracy"],
-                     metadata=metadata)
+    return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name,
+                     test_accuracy=scores["test"]["accuracy"], metadata=metadata)
 
 
 class NotWritten(Exception):
@@ -384,11 +427,11 @@ def unwritten(failure: NotWritten, run_dir: Path, done: int, epochs: int, world:
                      f"{again} {run_dir}")
 
 
-def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], test: dict, *,
+def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], scores: dict, *,
                  device: torch.device, precision: str, data_dir, train_images: int, started: str,
                  wall_seconds: float, world: World) -> dict:
     """What a stranger needs to rerun and judge the run."""
-    config = recipe.config
+    config, test, validation = recipe.config, scores["test"], scores["validation"]
     return {
         "schema": SCHEMA_VERSION,
         "recipe": recipe_to_dict(recipe),
@@ -403,9 +446,13 @@ def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list
         "input_shape": list(splits.input_shape),
         "classes": splits.classes,
         "data": {"dataset": splits.name, "root": str(data_root(data_dir).resolve()), "files": splits.files,
-                 "train_images": train_images, "test_images": len(splits.test_labels), "mean": splits.mean,
-                 "std": splits.std},
+                 "train_images": train_images, "validation_images": config["data"]["validation"],
+                 "split_seed": config["data"]["split_seed"], "test_images": len(splits.test_labels),
+                 "mean": splits.mean, "std": splits.std},
+        "machine": machine(device),
         "history": history,
+        "validation_accuracy": validation["accuracy"] if validation else None,
+        "validation_loss": validation["loss"] if validation else None,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "per_class_accuracy": dict(zip(splits.classes, test["per_class_accuracy"])),
@@ -422,7 +469,8 @@ def train_with_fallback(recipe: Recipe | None = None, *, resume_dir: Path | str 
                         fallback: bool = True, **options) -> list[RunResult]:
     """Train `recipe` (or resume a run); while a run falls short of its [fallback] threshold, train the next.
 
-    The original pipeline's rule, read on the test split as it was (the one choice made there). The fallback takes
+    The original pipeline's rule: it reads the validation accuracy where the recipe holds images out, else the test
+    accuracy as the original did (the one choice ever made on the test split), and says which. The fallback takes
     the --set values it has keys for; `fallback=False` (--no-fallback) turns the rule off.
     """
     if resume_dir:
@@ -433,10 +481,13 @@ def train_with_fallback(recipe: Recipe | None = None, *, resume_dir: Path | str 
     console = options.get("console") or Console()
     while (threshold := recipe.config["fallback"].get("min_test_accuracy")) is not None:
         last = results[-1]
-        if last.test_accuracy >= threshold:
+        split, accuracy = (("validation", last.validation_accuracy) if last.validation_accuracy is not None
+                           else ("test", last.test_accuracy))
+        if accuracy >= threshold:
             break
-        short = (f"{last.recipe} reached {last.test_accuracy:.2%} test accuracy, under its fallback threshold "
-                 f"{threshold:.2%} (the original pipeline's rule, read on the test split)")
+        short = (f"{last.recipe} reached {accuracy:.2%} {split} accuracy, under its fallback threshold "
+                 f"{threshold:.2%} (the original pipeline's rule, read on the {split} split"
+                 + (" as the original did: this recipe holds no validation images out)" if split == "test" else ")"))
         if not fallback:
             console.print(f"{short}; --no-fallback: {recipe.config['fallback']['recipe']} is not trained.",
                           highlight=False, soft_wrap=True)

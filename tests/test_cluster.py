@@ -35,7 +35,8 @@ def test_ray_tasks_give_the_local_summary_and_skip_finished_points(sweep_file, t
     assert comparable(on_ray) == comparable(local)
     assert [row["status"] for row in on_ray] == ["trained", "trained"]
     assert on_ray[0]["test_accuracy"] < 0.3 < 0.8 < on_ray[1]["test_accuracy"]  # lr 0 learns nothing
-    assert (out / "summary.csv").read_text().splitlines()[0].startswith("point,optimizer.lr,test_accuracy")
+    header = (out / "summary.csv").read_text().splitlines()[0]
+    assert header.startswith("point,optimizer.lr,validation_accuracy,test_accuracy")
     assert all(str(tmp_path / "ray") in row["run"] for row in on_ray)  # runs land under --out
     again, _ = run_sweep(sweep_file, tmp_path / "ray", backend=ray_backend())
     assert [row["status"] for row in again] == ["done before", "done before"]

@@ -18,7 +18,7 @@ def test_every_recipe_loads_and_has_a_description(name):
 
 def test_baseline_resolves_every_default():
     config = load_recipe("baseline").config
-    assert config["data"] == {"dataset": "mnist", "batch_size": 64}
+    assert config["data"] == {"dataset": "mnist", "batch_size": 64, "validation": 0, "split_seed": 0}
     assert config["train"]["epochs"] == 25
     assert config["train"]["loss"] == {"name": "nll"}
     assert config["optimizer"]["betas"] == [0.9, 0.999]  # factory default filled in from the signature
