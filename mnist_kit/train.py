@@ -330,21 +330,12 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                         recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
-            if keep == "best" and best["epoch"] != len(history):
-                parts.final.load_state_dict(best["weights"])  # the epoch validation chose
-                scores = None
-            scores = scores or evaluate_final(loop, splits, epochs)  # resumed after the end, or the best epoch
-            metadata = run_metadata(recipe, splits, parts.final, history, scores, device=device,
+            scores = final_scores(loop, splits, scores, best, keep, len(history))
+            metadata = run_metadata(recipe, splits, parts.final, history, scores, best, device=device,
                                     precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
                                     started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
-            metadata["kept_epoch"] = best["epoch"] if keep == "best" else len(history)
-            metadata["best_validation_epoch"] = best["epoch"] if best else None
-            metadata["stopped_early"] = len(history) < epochs
             if world.main:
-                written = writing(run_dir / "model.*", export.save_weights, run_dir, parts.final,
-                                  recipe_to_dict(recipe), scores["test"]["accuracy"])
-                metadata["weights"] = {path.name: export.sha256_file(path) for path in written}  # checked on open
-                writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
+                save_run(run_dir, parts.final, recipe, metadata)
             barrier(world)
     except KeyboardInterrupt:
         raise interrupted(run_dir, kept, epochs, world) from None
@@ -360,6 +351,24 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         remove_last(run_dir)
     return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name,
                      test_accuracy=scores["test"]["accuracy"], metadata=metadata)
+
+
+def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | None, keep: str,
+                 trained: int) -> dict:
+    """The scores of what is exported: the last epoch's, or (train.keep = "best") the best validation epoch's
+    weights put back and scored again; a run resumed after its last epoch is scored once."""
+    if keep == "best" and best["epoch"] != trained:
+        loop.parts.final.load_state_dict(best["weights"])  # the epoch validation chose
+        scores = None
+    return scores or evaluate_final(loop, splits, trained)
+
+
+def save_run(run_dir: Path, model: nn.Module, recipe: Recipe, metadata: dict) -> None:
+    """model.pth, model.safetensors, then metadata.json with the SHA-256 of both (checked when the run is opened)."""
+    written = writing(run_dir / "model.*", export.save_weights, run_dir, model, recipe_to_dict(recipe),
+                      metadata["test_accuracy"])
+    metadata["weights"] = {path.name: export.sha256_file(path) for path in written}
+    writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
 
 
 class NotWritten(Exception):
@@ -427,9 +436,9 @@ def unwritten(failure: NotWritten, run_dir: Path, done: int, epochs: int, world:
                      f"{again} {run_dir}")
 
 
-def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], scores: dict, *,
-                 device: torch.device, precision: str, data_dir, train_images: int, started: str,
-                 wall_seconds: float, world: World) -> dict:
+def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], scores: dict,
+                 best: dict | None, *, device: torch.device, precision: str, data_dir, train_images: int,
+                 started: str, wall_seconds: float, world: World) -> dict:
     """What a stranger needs to rerun and judge the run."""
     config, test, validation = recipe.config, scores["test"], scores["validation"]
     return {
@@ -453,6 +462,9 @@ def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list
         "history": history,
         "validation_accuracy": validation["accuracy"] if validation else None,
         "validation_loss": validation["loss"] if validation else None,
+        "kept_epoch": best["epoch"] if config["train"]["keep"] == "best" else len(history),
+        "best_validation_epoch": best["epoch"] if best else None,
+        "stopped_early": len(history) < config["train"]["epochs"],
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "per_class_accuracy": dict(zip(splits.classes, test["per_class_accuracy"])),
