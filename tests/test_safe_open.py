@@ -109,7 +109,16 @@ def test_a_folder_or_a_device_given_as_an_image_says_what_it_is(trained_run, tmp
     assert "Usage:" not in result.output
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode (CI runs as root)")
+def test_a_file_that_fails_to_read_is_one_error_line(trained_run, tmp_path):
+    """/proc/self/mem is a regular file whose read fails (EIO) even for root: the read error path, for real."""
+    (tmp_path / "mem.png").symlink_to("/proc/self/mem")
+    result = runner.invoke(app, ["predict", str(trained_run.run_dir), str(tmp_path / "mem.png"), str(PHOTO)])
+    assert result.exit_code == 2 and "mem.png: cannot read" in result.stderr, result.output
+    assert "Traceback" not in result.output and "7" in result.stdout  # the other file still answered
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="a file's mode does not stop root, and no other user can run this "
+                                              "Python (it lives under /root, mode 0700)")
 def test_an_unreadable_image_is_one_error_line_not_a_usage_block(trained_run, tmp_path):
     path = tmp_path / "secret.png"
     shutil.copy(PHOTO, path)
