@@ -41,22 +41,17 @@ def checkpoint(model: nn.Module, recipe: dict, test_accuracy: float) -> dict:
     }
 
 
-def save_weights(run_dir: Path, model: nn.Module, recipe: dict, test_accuracy: float) -> list[Path]:
-    """model.pth and model.safetensors (the same tensors, key for key) in `run_dir`."""
+def save_weights(run_dir: Path, model: nn.Module, recipe: dict, test_accuracy: float) -> dict[str, str]:
+    """model.pth and model.safetensors (the same tensors, key for key) in `run_dir`; returns each file's name and
+    the SHA-256 of the bytes written (metadata records them; opening the run checks them)."""
     ckpt = checkpoint(model, recipe, test_accuracy)
     header = {"model_architecture": ckpt["model_architecture"], "test_accuracy": repr(test_accuracy),
               "recipe": json.dumps(recipe)}
     blob = safetensors.torch.save(ckpt["model_state_dict"], metadata=header)
-    return [write_bytes_atomic(run_dir / PTH, torch_bytes(ckpt)), write_bytes_atomic(run_dir / SAFETENSORS, blob)]
-
-
-def sha256_file(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    files = {PTH: torch_bytes(ckpt), SAFETENSORS: blob}
+    for name, data in files.items():
+        write_bytes_atomic(run_dir / name, data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
 
 
 def save_metadata(run_dir: Path, metadata: dict) -> Path:

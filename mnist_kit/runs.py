@@ -1,5 +1,6 @@
 """A run folder (or a bare weights file with metadata.json beside it): find it and rebuild its model."""
 
+import functools
 import json
 import math
 import warnings
@@ -15,7 +16,8 @@ from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, norm
 from mnist_kit.device import precision_context
 from mnist_kit.errors import Notice, UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
-from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict, sha256_file
+from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
+from mnist_kit.fetch import sha256_file
 from mnist_kit.recipe import Recipe, run_recipe
 from mnist_kit.registry import closest
 
@@ -35,7 +37,7 @@ class Run:
     weights: Path
     metadata: dict
 
-    @property
+    @functools.cached_property
     def recipe(self) -> Recipe:
         """The recipe it was trained with (metadata of any schema, upgraded)."""
         return run_recipe(self.metadata)
@@ -115,7 +117,8 @@ def load_weights(run: Run) -> tuple[dict, Path]:
     changed = "does not match the SHA-256 recorded when it was written (changed or damaged since)"
     other = run.run_dir / PTH
     spare = other if run.weights == run.run_dir / SAFETENSORS and other.is_file() else None
-    if spare and weights_check(run, run.weights) is False and weights_check(run, spare):
+    intact = weights_check(run, run.weights)  # each file is hashed once
+    if spare and intact is False and weights_check(run, spare):
         warnings.warn(f"{run.weights} {changed}; using {spare.name}, which does", RunWarning, stacklevel=2)
         return load_state_dict(spare), spare
     try:
@@ -129,7 +132,7 @@ def load_weights(run: Run) -> tuple[dict, Path]:
             raise UserError(f"{first}; and the fallback {second}") from second
         warnings.warn(f"{first}; using {spare.name}", RunWarning, stacklevel=2)
         return state, spare
-    if weights_check(run, run.weights) is False:
+    if intact is False:
         warnings.warn(f"{run.weights} {changed}: its numbers may not be the run's", RunWarning, stacklevel=2)
     return state, run.weights
 

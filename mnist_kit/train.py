@@ -365,9 +365,8 @@ def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | N
 
 def save_run(run_dir: Path, model: nn.Module, recipe: Recipe, metadata: dict) -> None:
     """model.pth, model.safetensors, then metadata.json with the SHA-256 of both (checked when the run is opened)."""
-    written = writing(run_dir / "model.*", export.save_weights, run_dir, model, recipe_to_dict(recipe),
-                      metadata["test_accuracy"])
-    metadata["weights"] = {path.name: export.sha256_file(path) for path in written}
+    metadata["weights"] = writing(run_dir / "model.*", export.save_weights, run_dir, model, recipe_to_dict(recipe),
+                                  metadata["test_accuracy"])
     writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
 
 
@@ -409,10 +408,14 @@ def interrupted(run_dir: Path | None, done: int, epochs: int, world: World = ALO
         return Interrupted("")  # rank 0 tells where the run is kept
     if forget_empty(run_dir, done):
         return Interrupted(f"interrupted before the first epoch ended; nothing was kept ({run_dir} removed)")
-    again = ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
-             else "mnist-kit train --resume")
     return Interrupted(f"interrupted: {run_dir}/last.pth keeps epoch {done} of {epochs}; "
-                       f"resume with: {again} {run_dir}")
+                       f"resume with: {resume_command(world)} {run_dir}")
+
+
+def resume_command(world: World) -> str:
+    """How to continue a run, on as many processes as it had."""
+    return ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
+            else "mnist-kit train --resume")
 
 
 def stopped(stop: Diverged, run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> UserError:
@@ -430,10 +433,8 @@ def unwritten(failure: NotWritten, run_dir: Path, done: int, epochs: int, world:
         return UserError("")
     if forget_empty(run_dir, done):
         return UserError(f"{failure}; nothing was kept ({run_dir} removed)")
-    again = ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
-             else "mnist-kit train --resume")
     return UserError(f"{failure}; {run_dir}/last.pth keeps epoch {done} of {epochs}: make room, then resume with: "
-                     f"{again} {run_dir}")
+                     f"{resume_command(world)} {run_dir}")
 
 
 def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], scores: dict,

@@ -30,6 +30,18 @@ def data_env(data_root, monkeypatch):
     monkeypatch.setenv(DATA_ENV, str(data_root))
 
 
+def one_line_error(result, *fragments) -> str:
+    """A CLI result that is a user's mistake: exit 2, one 'error: ...' line on stderr naming every fragment, no
+    traceback. Returns the line."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
 def write_recipe(path: Path, text: str) -> Path:
     """A recipe file for a test."""
     path.write_text(text)

@@ -17,7 +17,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.optim import OPTIMIZERS, SCHEDULERS
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from tests.conftest import QUICK, write_recipe
+from tests.conftest import QUICK, one_line_error, write_recipe
 
 runner = CliRunner()
 quiet = {"quiet": True, "console": Console(quiet=True)}
@@ -25,16 +25,6 @@ quiet = {"quiet": True, "console": Console(quiet=True)}
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result, *parts):
-    """Exit 2, one line on stderr starting 'error:', naming each of `parts`."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 def test_every_part_is_built_from_the_one_table_of_what_the_code_supplies():

@@ -9,23 +9,13 @@ import torch
 from typer.testing import CliRunner
 
 from mnist_kit.cli import app
-from tests.conftest import QUICK, write_recipe
+from tests.conftest import QUICK, one_line_error, write_recipe
 
 runner = CliRunner()
 
 
 def run_cli(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *fragments):
-    """Exit 2, a single 'error: ...' line that contains every fragment, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert "Traceback" not in result.output
 
 
 RECIPE_MISTAKES = [
@@ -50,22 +40,22 @@ def test_recipe_mistakes(tmp_path, edit, fragments):
     assert edit[0] in QUICK
     recipe = write_recipe(tmp_path / "r.toml", QUICK.replace(*edit, 1))
     result = run_cli("train", recipe, "--out", tmp_path / "runs")
-    assert_one_line_error(result, "r.toml", *fragments)
+    one_line_error(result, "r.toml", *fragments)
     assert not (tmp_path / "runs").exists()
 
 
 def test_plugin_that_does_not_import(tmp_path):
     (tmp_path / "mine.py").write_text("raise RuntimeError('half-written plugin')\n")
     recipe = write_recipe(tmp_path / "r.toml", 'plugins = ["mine.py"]\n' + QUICK)
-    assert_one_line_error(run_cli("train", recipe), "plugin 'mine.py' does not import: RuntimeError: half-written")
+    one_line_error(run_cli("train", recipe), "plugin 'mine.py' does not import: RuntimeError: half-written")
 
 
 def test_missing_and_looping_fallbacks(tmp_path):
     fallback = '[fallback]\nmin_test_accuracy = 0.9\nrecipe = "{}"\n'
     missing = write_recipe(tmp_path / "a.toml", QUICK + fallback.format("gone.toml"))
-    assert_one_line_error(run_cli("train", missing), "no recipe 'gone.toml'")
+    one_line_error(run_cli("train", missing), "no recipe 'gone.toml'")
     write_recipe(tmp_path / "b.toml", QUICK + fallback.format("b.toml"))
-    assert_one_line_error(run_cli("train", tmp_path / "b.toml"), "fallback recipes loop back on themselves: b -> b")
+    one_line_error(run_cli("train", tmp_path / "b.toml"), "fallback recipes loop back on themselves: b -> b")
 
 
 @pytest.mark.parametrize("assignment, fragments", [
@@ -76,7 +66,7 @@ def test_missing_and_looping_fallbacks(tmp_path):
 ])
 def test_set_mistakes(tmp_path, assignment, fragments):
     result = run_cli("train", "baseline", "--set", assignment, "--out", tmp_path / "runs")
-    assert_one_line_error(result, *fragments)
+    one_line_error(result, *fragments)
     assert not (tmp_path / "runs").exists()
 
 
@@ -87,22 +77,22 @@ def run_copy(trained_run, tmp_path):
 
 
 def test_folder_that_is_not_a_run(tmp_path):
-    assert_one_line_error(run_cli("eval", tmp_path), "is not a run folder: it has no model.safetensors or model.pth")
-    assert_one_line_error(run_cli("eval", tmp_path / "nothing"), "no run at")
+    one_line_error(run_cli("eval", tmp_path), "is not a run folder: it has no model.safetensors or model.pth")
+    one_line_error(run_cli("eval", tmp_path / "nothing"), "no run at")
 
 
 def test_missing_weights(run_copy):
     for name in ("model.safetensors", "model.pth"):
         (run_copy / name).unlink()
-    assert_one_line_error(run_cli("eval", run_copy), "is not a run folder")
+    one_line_error(run_cli("eval", run_copy), "is not a run folder")
 
 
 def test_truncated_weights(run_copy):
     for name in ("model.safetensors", "model.pth"):
         data = (run_copy / name).read_bytes()
         (run_copy / name).write_bytes(data[: len(data) // 2])
-    assert_one_line_error(run_cli("eval", run_copy / "model.pth"), "model.pth: not a readable checkpoint (truncated")
-    assert_one_line_error(run_cli("eval", run_copy), "model.safetensors: not a readable safetensors file",
+    one_line_error(run_cli("eval", run_copy / "model.pth"), "model.pth: not a readable checkpoint (truncated")
+    one_line_error(run_cli("eval", run_copy), "model.safetensors: not a readable safetensors file",
                           "and the fallback", "model.pth: not a readable checkpoint")
 
 
@@ -115,14 +105,14 @@ def test_damaged_safetensors_falls_back_to_the_pth(run_copy, trained_run):
 
 def test_pth_that_is_not_a_checkpoint(run_copy):
     torch.save([1, 2, 3], run_copy / "model.pth")
-    assert_one_line_error(run_cli("eval", run_copy / "model.pth"), "not an mnist-kit checkpoint")
+    one_line_error(run_cli("eval", run_copy / "model.pth"), "not an mnist-kit checkpoint")
 
 
 def test_weights_that_do_not_fit_the_recipe(run_copy):
     meta = json.loads((run_copy / "metadata.json").read_text())
     meta["recipe"]["config"]["model"]["hidden"] = [512, 256, 64]
     (run_copy / "metadata.json").write_text(json.dumps(meta))
-    assert_one_line_error(run_cli("eval", run_copy), "does not fit the recipe's model",
+    one_line_error(run_cli("eval", run_copy), "does not fit the recipe's model",
                           "fc3.weight (128, 256) vs (64, 256)", "fc4.weight (10, 128) vs (10, 64)")
 
 
@@ -136,7 +126,7 @@ class RunsCode:
 def test_pickle_that_would_run_code(run_copy):
     torch.save({"model_state_dict": RunsCode()}, run_copy / "model.pth")
     result = run_cli("eval", run_copy / "model.pth")
-    assert_one_line_error(result, "refused: it holds Python objects that could run code", "weights_only=True")
+    one_line_error(result, "refused: it holds Python objects that could run code", "weights_only=True")
     assert "should never run" not in result.output
 
 
@@ -156,7 +146,7 @@ def test_altered_data_file_is_fetched_again(data_root, tmp_path):
 
 def test_unwritable_data_folder(tmp_path):
     (tmp_path / "file").write_text("not a folder")
-    assert_one_line_error(run_cli("data", "fetch", "--data-dir", tmp_path / "file" / "data"),
+    one_line_error(run_cli("data", "fetch", "--data-dir", tmp_path / "file" / "data"),
                           "cannot write to the data folder")
 
 

@@ -15,18 +15,10 @@ from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.cli import app
 from mnist_kit.errors import UserError
 from mnist_kit.sweep import read_sweep
-from tests.conftest import REPO
+from tests.conftest import REPO, one_line_error
 
 runner = CliRunner()
 PHOTO = REPO / "docs" / "examples" / "photo-7.jpg"
-
-
-def one_line_error(result, *fragments):
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
 
 
 @pytest.fixture
