@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train eval plot docs bench bench-seeds need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -22,7 +22,7 @@ help:
 	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: the newest)"
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
-	@echo "make bench                                                    loop speed vs the reference, fast's speedrun, image preprocessing"
+	@echo "make bench                                                    every quick results file: loop, fast's seeds, preprocessing, torchrun/Ray, TTA"
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
@@ -53,16 +53,30 @@ plot: $(STAMP) need-run
 docs: $(STAMP) need-run
 	$(PY) docs/make_docs.py $(RUN)
 
+# every results file under bench/results/<this machine>/ but the long recipes' seeds (about 10 minutes on 2 cores)
 bench: $(STAMP)
 	$(CLI) data fetch
-	$(PY) bench/loop.py
-	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 5 6 7 8 9 --results bench/results
-	$(PY) bench/preprocess.py --json bench/results/preprocess.json
+	$(PY) bench/loop.py --results bench/results
+	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 5 6 7 8 9 --results bench/results --again
+	$(PY) bench/preprocess.py --results bench/results
+	$(PY) bench/cluster.py --results bench/results
+	$(MAKE) bench-ensemble
+
+# test-time augmentation and ensembles of seeds (best's members: the runs `bench-seeds` kept in runs/bench)
+bench-ensemble: $(STAMP)
+	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 --keep runs/bench
+	$(PY) bench/speedrun.py --recipe baseline --set train.epochs=5 --seeds 0 1 2 --keep runs/bench
+	$(PY) bench/ensemble.py --name fast-5-seeds runs/bench/fast-seed-[0-4] --results bench/results
+	$(PY) bench/ensemble.py --name baseline-5-epochs-3-seeds runs/bench/baseline-train.epochs=5-seed-[0-2] \
+		--results bench/results
+	if ls -d runs/bench/best-seed-* >/dev/null 2>&1; then \
+		$(PY) bench/ensemble.py --name best-seeds runs/bench/best-seed-* --results bench/results; fi
 
 # one recipe over seeds, a results file per seed (seeds already measured for this very recipe are skipped)
 bench-seeds: $(STAMP)
 	$(CLI) data fetch
-	$(PY) bench/speedrun.py --recipe $(RECIPE) --seeds $(SEEDS) --results bench/results --budget 100000
+	$(PY) bench/speedrun.py --recipe $(RECIPE) --seeds $(SEEDS) --results bench/results --budget 100000 \
+		--keep runs/bench
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench

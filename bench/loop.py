@@ -1,6 +1,6 @@
 """Seconds per training epoch: the reference pipeline against mnist-kit's loop, same network, same batch size.
 
-    python bench/loop.py [--epochs 2] [--batch-size 64] [--precision fp32|bf16|both]
+    python bench/loop.py [--epochs 2] [--batch-size 64] [--precision fp32|bf16|both] [--results bench/results]
 
 (a) reference: torchvision's MNIST dataset + DataLoader(shuffle=True) + ToTensor + Normalize, one PIL image at a
     time, torch.optim.Adam as constructed by default, loss.item() and accuracy read every batch, as the original
@@ -12,10 +12,13 @@
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from record import machine_folder, write_results
 from rich.console import Console
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
@@ -78,6 +81,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")
+    parser.add_argument("--results", type=Path, help="also write <this folder>/<machine>/loop.json")
     args = parser.parse_args()
     splits = load_dataset("mnist")
     config = load_recipe("baseline").config
@@ -91,9 +95,17 @@ def main():
         seconds, model = ours(config, splits, args.epochs, args.batch_size, precision)
         rows.append((f"mnist-kit loop ({precision})", seconds, model))
     print(f"{'pipeline':48} {'s/epoch':>8} {'images/s':>9} {'ratio':>6} {'test acc':>9}")
+    figures = []
     for name, seconds, model in rows:
         accuracy = evaluate(model, test_x, splits.test_labels, 10)["accuracy"]
+        figures.append({"pipeline": name, "epoch_seconds": seconds, "images_per_second": 60000 / seconds,
+                        "ratio": seconds / ref_seconds, "test_accuracy": accuracy})
         print(f"{name:48} {seconds:8.2f} {60000 / seconds:9.0f} {seconds / ref_seconds:6.2f} {accuracy:9.2%}")
+    if args.results:
+        path = machine_folder(args.results) / "loop.json"
+        write_results(path, ["python", *sys.argv], {"epochs": args.epochs, "batch_size": args.batch_size,
+                                                     "rows": figures})
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Preprocessing cost of the images users send to predict and serve: decode + MNIST-style 28x28, time and memory.
 
-    python bench/preprocess.py [--repeat 30] [--json bench/results/preprocess.json]
+    python bench/preprocess.py [--repeat 30] [--results bench/results | --json FILE]
 
 Images made here (deterministic): a 28x28 PNG, the draw page's 280x280 transparent canvas, a 3000x4000 phone
 photo (JPEG), and the memory cases: a 6000x6600 RGBA PNG of 170 KB, the largest PNG accepted, an 8000x8000 JPEG.
@@ -11,7 +11,6 @@ everything (the image's cost, not torch's).
 
 import argparse
 import io
-import json
 import os
 import platform
 import statistics
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from record import machine_folder, write_results
 
 SEVEN = [(0.15, 0.1), (0.85, 0.1), (0.4, 0.92)]
 
@@ -113,7 +113,8 @@ def peak_memory_mb(data: bytes) -> tuple[float, str]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=30)
-    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--json", type=Path, help="also write the results to this file")
+    parser.add_argument("--results", type=Path, help="also write them to <this folder>/<machine>/preprocess.json")
     args = parser.parse_args()
     import mnist_kit.predict
 
@@ -129,10 +130,9 @@ def main():
         rows.append({"image": name, "bytes": len(data), "ms": ms, "peak_mib": growth, "outcome": outcome})
         print(f"{name:42} {len(data):>10,} {ms if ms is not None else float('nan'):12.2f} {growth:9.1f}  "
               f"{outcome[:80]}")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": platform.processor() or platform.machine(),
-                                         "cores": os.cpu_count(), "rows": rows}, indent=2) + "\n")
+    path = args.json or (machine_folder(args.results) / "preprocess.json" if args.results else None)
+    if path:
+        write_results(path, ["python", "bench/preprocess.py", "--repeat", str(args.repeat)], {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
-"""Every figure a recipe's description or the README's results table quotes comes from a committed results file
-(bench/results/<machine>/<recipe>/, written by `make bench-seeds`): the docs cannot drift from the measurements."""
+"""Every figure a recipe's description or a table in the README or docs/ quotes comes from a committed results file
+under bench/results/<machine>/ (written by `make bench` and `make bench-seeds`): the docs cannot drift from the
+measurements. A table with a figure in it (a %, s, min, ms or MiB) names its results files in a comment just above
+it: <!-- results: bench/results/amd-epyc-2-cores/loop.json -->, globs allowed."""
 
 import json
 import re
@@ -12,32 +14,63 @@ from mnist_kit.recipe import RECIPES_DIR, list_recipes
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 # Seeds a recipe's figures need (the honest-numbers rule: fast 10, recipes over 5 minutes at least 3), and the
-# recipes whose seeds are still being measured (best: 21 min a seed): they quote what is measured "so far".
+# recipes whose seeds are still being measured (none now): they quote what is measured "so far".
 SEEDS = {"fast": 10}
-PENDING = {"best"}
+PENDING: set[str] = set()
 PERCENT = re.compile(r"(\d+\.\d+)%")
-SECONDS = re.compile(r"(\d+(?:\.\d+)?) (s|min)\b")
+UNITS = re.compile(r"(\d+(?:\.\d+)?) (s|min|ms|MiB)\b")
+SOURCE = re.compile(r"<!-- results: (.+?) -->")
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def figures_of(key: str, value) -> set[str]:
+    """A results file's value as the docs may write it, by what its key says it is: 0.9914 under an accuracy key
+    is 99.14%; 8.33 under a seconds key is 8.3 s, 8 s, 8.33 s or 0.1 min; ms and MiB likewise."""
+    if isinstance(value, dict):  # a key inside ("median") inherits what the key outside says ("process_seconds")
+        return set().union(set(), *(figures_of(f"{key}.{k}", v) for k, v in value.items()))
+    if isinstance(value, list):
+        return set().union(set(), *(figures_of(key, v) for v in value))
+    if not isinstance(value, float):
+        return set()
+    parts = key.lower().split(".")
+    if any("accuracy" in part for part in parts):
+        return {f"{100 * value:.2f}%"}
+    if any("seconds" in part for part in parts):
+        return {f"{value:.2f} s", f"{value:.1f} s", f"{value:.0f} s", f"{value / 60:.1f} min"}
+    if any(part == "ms" or part.endswith("_ms") for part in parts):
+        return {f"{value:.1f} ms"}
+    if any("mib" in part for part in parts):
+        return {f"{value:.0f} MiB"}
+    return set()
+
+
+def measured_in(paths) -> set[str]:
+    return set().union(*(figures_of("", json.loads(path.read_text())) for path in paths))
 
 
 def measured(recipe: str) -> set[str]:
     """Every figure the recipe's results files hold, as the docs write them: 99.14%, 8.3 s, 1.4 min."""
-    figures = set()
-    for path in RESULTS.glob(f"*/{recipe}/*.json"):
-        record = json.loads(path.read_text())
-        for key, value in record.items():
-            numbers = value.values() if isinstance(value, dict) else [value]
-            for number in numbers:
-                if not isinstance(number, float):
-                    continue
-                if key.endswith("accuracy"):
-                    figures.add(f"{100 * number:.2f}%")
-                elif key.endswith("seconds"):
-                    figures |= {f"{number:.1f} s", f"{number:.0f} s", f"{number / 60:.1f} min"}
-    return figures
+    return measured_in(RESULTS.glob(f"*/{recipe}/*.json"))
 
 
 def quoted(text: str) -> set[str]:
-    return {f"{m}%" for m in PERCENT.findall(text)} | {f"{n} {unit}" for n, unit in SECONDS.findall(text)}
+    return {f"{m}%" for m in PERCENT.findall(text)} | {f"{n} {unit}" for n, unit in UNITS.findall(text)}
+
+
+def tables(text: str) -> list[tuple[str | None, str]]:
+    """Each markdown table (outside code blocks) with the results comment just above it, if any."""
+    found, lines, fenced, i = [], text.splitlines(), False, 0
+    while i < len(lines):
+        fenced ^= lines[i].startswith("```")
+        if not fenced and lines[i].startswith("|"):
+            start = i
+            while i < len(lines) and lines[i].startswith("|"):
+                i += 1
+            above = [line for line in lines[max(0, start - 3):start] if line.strip()]
+            source = SOURCE.search(above[-1]) if above else None
+            found.append((source.group(1) if source else None, "\n".join(lines[start:i])))
+        i += 1
+    return found
 
 
 def seeds(recipe: str) -> int:
@@ -68,3 +101,26 @@ def test_the_readme_results_table_quotes_only_measured_figures():
         cells = row.split("|")[3:]  # the figures, not the description of the network
         missing = quoted("|".join(cells)) - measured(name)
         assert not missing, f"README results row {name}: {sorted(missing)} are in no results file"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_table_with_figures_quotes_only_its_results_files(doc):
+    for source, table in tables(doc.read_text()):
+        figures = quoted(table)
+        if not figures:
+            continue
+        head = table.splitlines()[0]
+        assert source, f"{doc.name}: the table {head!r} quotes figures but names no results file above it"
+        paths = [path for pattern in source.split(",") for path in sorted(REPO.glob(pattern.strip()))]
+        assert paths, f"{doc.name}: {source!r} matches no results file"
+        missing = figures - measured_in(p for p in paths if p.suffix == ".json")
+        assert not missing, f"{doc.name}, table {head!r}: {sorted(missing)} are in none of {source}"
+
+
+def test_the_results_comment_is_found_and_figures_are_checked():
+    """The checker itself: a figure not in the named file is caught, one in it passes."""
+    text = "<!-- results: bench/results/*/fast/summary.json -->\n\n| a | b |\n| - | - |\n| x | 12.34% |\n"
+    ((source, table),) = tables(text)
+    assert source == "bench/results/*/fast/summary.json"
+    assert quoted(table) == {"12.34%"} and "12.34%" not in measured("fast")
+    assert figures_of("process_seconds", {"median": 8.333}) == {"8.33 s", "8.3 s", "8 s", "0.1 min"}
