@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -24,6 +24,7 @@ help:
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
 	@echo "make bench                                                    every quick results file: loop, fast's seeds, preprocessing, torchrun/Ray, TTA"
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
+	@echo "make bench-records                                            the records table's rows over seeds (about 2 hours)"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -59,6 +60,7 @@ bench: $(STAMP)
 	$(PY) bench/loop.py --results bench/results
 	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 5 6 7 8 9 --results bench/results --again
 	$(PY) bench/preprocess.py --results bench/results
+	$(PY) bench/floor.py --recipe fast --results bench/results
 	$(PY) bench/cluster.py --results bench/results
 	$(MAKE) bench-ensemble
 
@@ -77,6 +79,15 @@ bench-seeds: $(STAMP)
 	$(CLI) data fetch
 	$(PY) bench/speedrun.py --recipe $(RECIPE) --seeds $(SEEDS) --results bench/results --budget 100000 \
 		--keep runs/bench
+
+# the records table (docs/records.md): each row over its seeds (best: about an hour), the floor, determinism
+bench-records: $(STAMP)
+	$(MAKE) bench-seeds RECIPE=fast SEEDS="0 1 2 3 4 5 6 7 8 9"
+	$(MAKE) bench-seeds RECIPE=fast-995 SEEDS="0 1 2 3 4"
+	$(MAKE) bench-seeds RECIPE=fast-996 SEEDS="0 1 2 3 4"
+	$(MAKE) bench-seeds RECIPE=best SEEDS="0 1 2"
+	$(PY) bench/floor.py --recipe fast --results bench/results
+	$(PY) bench/determinism.py --recipe fast-995 --results bench/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench

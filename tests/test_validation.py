@@ -111,9 +111,15 @@ def test_sweeps_rank_on_validation_and_warn_when_they_can_only_rank_on_test(swee
                for row in csv.DictReader(open(tmp_path / "unsplit" / "summary.csv")))
 
 
-def test_the_shipped_sweeps_hold_images_out():
+def test_the_shipped_sweeps_hold_images_out_and_every_point_builds(tmp_path):
     import tomllib
     from pathlib import Path
 
-    for path in Path(__file__).resolve().parent.parent.joinpath("recipes", "sweeps").glob("*.toml"):
+    from mnist_kit.sweep import sweep_points
+
+    repo = Path(__file__).resolve().parent.parent
+    paths = [*repo.joinpath("recipes", "sweeps").glob("*.toml"), *repo.joinpath("bench", "sweeps").glob("*.toml")]
+    assert len(paths) >= 7
+    for path in paths:  # the searches behind the shipped recipes and docs/records.md rank on validation
         assert tomllib.loads(path.read_text())["set"]["data.validation"] > 0, path.name
+        assert sweep_points(path, tmp_path / path.stem)[1], path.name

@@ -1,0 +1,49 @@
+"""The same recipe and seed twice on one machine: are the weights bit-identical?
+
+    python bench/determinism.py --recipe fast-995 [--seed 0] [--results bench/results]
+
+Trains the recipe twice, each as a fresh `mnist-kit train` process, and compares the SHA-256 of the two
+model.safetensors files (and the test accuracies). Writes <results>/<machine>/determinism-<recipe>.json.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from record import machine_folder, write_results
+
+from mnist_kit.fetch import sha256_file
+
+
+def train_once(recipe: str, seed: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([sys.executable, "-m", "mnist_kit", "train", recipe, "--set", f"train.seed={seed}", "--out",
+                        out, "--quiet", "--no-fallback"], check=True, stdout=subprocess.DEVNULL)
+        (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
+        meta = json.loads((run / "metadata.json").read_text())
+        return {"sha256": sha256_file(run / "model.safetensors"), "test_accuracy": meta["test_accuracy"],
+                "recipe_hash": meta["recipe_hash"]}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    runs = [train_once(args.recipe, args.seed) for _ in range(2)]
+    identical = runs[0]["sha256"] == runs[1]["sha256"]
+    print(f"{args.recipe} seed {args.seed}: {'identical' if identical else 'DIFFERENT'} weights "
+          f"({runs[0]['sha256'][:16]}..., {runs[1]['sha256'][:16]}...), test {runs[0]['test_accuracy']:.2%} and "
+          f"{runs[1]['test_accuracy']:.2%}")
+    path = machine_folder(args.results) / f"determinism-{args.recipe}.json"
+    write_results(path, ["python", *sys.argv], {"recipe": args.recipe, "seed": args.seed, "runs": runs,
+                                                 "identical_weights": identical})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
