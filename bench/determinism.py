@@ -1,9 +1,11 @@
 """The same recipe and seed twice on one machine: are the weights bit-identical?
 
     python bench/determinism.py --recipe fast-995 [--seed 0] [--results bench/results]
+    python bench/determinism.py --recipe best --seed 1 --against runs/bench/best-seed-1
 
-Trains the recipe twice, each as a fresh `mnist-kit train` process, and compares the SHA-256 of the two
-model.safetensors files (and the test accuracies). Writes <results>/<machine>/determinism-<recipe>.json.
+Trains the recipe twice, each as a fresh `mnist-kit train` process (or once, and compares with a run trained
+before: --against, e.g. one that `make bench-seeds` kept), and compares the SHA-256 of the two model.safetensors
+files (and the test accuracies). Writes <results>/<machine>/determinism-<recipe>.json.
 """
 
 import argparse
@@ -18,23 +20,31 @@ from record import machine_folder, write_results
 from mnist_kit.fetch import sha256_file
 
 
+def described(run: Path) -> dict:
+    meta = json.loads((run / "metadata.json").read_text())
+    return {"sha256": sha256_file(run / "model.safetensors"), "test_accuracy": meta["test_accuracy"],
+            "recipe_hash": meta["recipe_hash"], "seed": meta["seed"], "started": meta["started"]}
+
+
 def train_once(recipe: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run([sys.executable, "-m", "mnist_kit", "train", recipe, "--set", f"train.seed={seed}", "--out",
                         out, "--quiet", "--no-fallback"], check=True, stdout=subprocess.DEVNULL)
         (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
-        meta = json.loads((run / "metadata.json").read_text())
-        return {"sha256": sha256_file(run / "model.safetensors"), "test_accuracy": meta["test_accuracy"],
-                "recipe_hash": meta["recipe_hash"]}
+        return described(run)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--against", type=Path, help="a run of the same recipe and seed trained before")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    runs = [train_once(args.recipe, args.seed) for _ in range(2)]
+    runs = [described(args.against) if args.against else train_once(args.recipe, args.seed),
+            train_once(args.recipe, args.seed)]
+    if runs[0]["recipe_hash"] != runs[1]["recipe_hash"] or runs[0]["seed"] != runs[1]["seed"]:
+        sys.exit(f"{args.against} is not a run of {args.recipe} with seed {args.seed} as it is now")
     identical = runs[0]["sha256"] == runs[1]["sha256"]
     print(f"{args.recipe} seed {args.seed}: {'identical' if identical else 'DIFFERENT'} weights "
           f"({runs[0]['sha256'][:16]}..., {runs[1]['sha256'][:16]}...), test {runs[0]['test_accuracy']:.2%} and "
