@@ -10,12 +10,12 @@ files (and the test accuracies). Writes <results>/<machine>/determinism-<recipe>
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from record import machine_folder, write_results
+from speedrun import one_run
 
 from mnist_kit.fetch import sha256_file
 
@@ -28,8 +28,7 @@ def described(run: Path) -> dict:
 
 def train_once(recipe: str, seed: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        subprocess.run([sys.executable, "-m", "mnist_kit", "train", recipe, "--set", f"train.seed={seed}", "--out",
-                        out, "--quiet", "--no-fallback"], check=True, stdout=subprocess.DEVNULL)
+        one_run(recipe, seed, Path(out), [])
         (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
         return described(run)
 

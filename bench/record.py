@@ -7,14 +7,14 @@ machines are never mixed into one table without saying so.
 
 import os
 import re
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from mnist_kit.atomic import write_json_atomic
-from mnist_kit.device import cpu_model
+from mnist_kit.device import cpu_model, machine
+from mnist_kit.export import git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -31,20 +31,11 @@ def machine_folder(results: Path = RESULTS) -> Path:
     return folder
 
 
-def git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def environment() -> dict:
-    """The machine and software a measurement ran on."""
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
-    return {"machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpu": gpu}, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "git_commit": git_commit(),
-            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    """The machine and software a measurement ran on (as a run's metadata records them)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {"machine": machine(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "git_commit": git_commit(), "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
 def write_results(path: Path, command: list[str], figures: dict) -> Path:

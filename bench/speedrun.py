@@ -31,6 +31,7 @@ from pathlib import Path
 
 from record import machine_folder
 
+from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import data_root
 from mnist_kit.fetch import fetch_mnist
 
@@ -126,7 +127,7 @@ def main():
                 continue
         record = measure(args.recipe, seed, args.overrides, args.keep)
         if path:
-            path.write_text(json.dumps(record, indent=2) + "\n")
+            write_json_atomic(path, record)
         records.append(record)
         print(f"{seed:>4} {record['process_seconds']:8.2f} {record['test_accuracy']:9.2%}", flush=True)
     times, accuracies = [r["process_seconds"] for r in records], [r["test_accuracy"] for r in records]
@@ -147,7 +148,7 @@ def main():
                                      if all(phase in r.get("phase_seconds", {}) for r in kept)},
                    "machine": kept[0]["machine"], "torch": kept[0]["torch"],
                    "date": datetime.now(UTC).isoformat(timespec="seconds")}
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json_atomic(folder / "summary.json", summary)
 
 
 if __name__ == "__main__":
