@@ -5,6 +5,7 @@ import io
 import json
 import pickle
 import platform
+import struct
 import subprocess
 import sys
 import warnings
@@ -47,11 +48,30 @@ def save_weights(run_dir: Path, model: nn.Module, recipe: dict, test_accuracy: f
     ckpt = checkpoint(model, recipe, test_accuracy)
     header = {"model_architecture": ckpt["model_architecture"], "test_accuracy": repr(test_accuracy),
               "recipe": json.dumps(recipe)}
-    blob = safetensors.torch.save(ckpt["model_state_dict"], metadata=header)
+    blob = safetensors_bytes(ckpt["model_state_dict"], header)
     files = {PTH: torch_bytes(ckpt), SAFETENSORS: blob}
     for name, data in files.items():
         write_bytes_atomic(run_dir / name, data)
     return {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+
+
+def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """A .safetensors file whose bytes depend on its contents only: the same tensors and metadata give the same
+    SHA-256 in every process (see canonical_safetensors)."""
+    return canonical_safetensors(safetensors.torch.save(tensors, metadata=metadata))
+
+
+def canonical_safetensors(blob: bytes) -> bytes:
+    """A .safetensors file's bytes with its header written again with sorted keys.
+
+    safetensors writes its header's metadata in hash-map order, which changes from one process to the next; the
+    tensor data and its offsets are untouched, and the header is padded with spaces to a multiple of 8 bytes as
+    the format allows. Also turns a file written before this into the bytes mnist-kit writes now.
+    """
+    (length,) = struct.unpack("<Q", blob[:8])
+    header = json.dumps(json.loads(blob[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(header)) + header + blob[8 + length:]
 
 
 def save_metadata(run_dir: Path, metadata: dict) -> Path:

@@ -1,6 +1,10 @@
 """A run's files: .pth and .safetensors hold the same tensors, metadata says how to rerun, writes are atomic."""
 
+import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import safetensors
@@ -12,11 +16,11 @@ from mnist_kit.assemble import build_model
 from mnist_kit.atomic import write_atomic
 from mnist_kit.data import normalize
 from mnist_kit.evaluate import evaluate
-from mnist_kit.export import load_state_dict
+from mnist_kit.export import load_state_dict, safetensors_bytes
 from mnist_kit.fetch import MNIST_FILES
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from tests.conftest import QUICK, write_recipe
+from tests.conftest import QUICK, REPO, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +94,33 @@ def test_a_failed_write_leaves_the_old_file_whole(tmp_path):
         write_atomic(target, crash)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_safetensors_bytes_depend_on_contents_only():
+    # safetensors writes its metadata in hash-map order, which changes from one call to the next; three keys
+    # have six orders, so twenty plain saves all alike would be a one-in-millions coincidence.
+    tensors = {"b": torch.arange(6.0).view(2, 3), "a": torch.ones(4, dtype=torch.bfloat16)}
+    metadata = {"recipe": "{}", "test_accuracy": "0.99", "model_architecture": "Linear()"}
+    blobs = {safetensors_bytes(tensors, metadata) for _ in range(20)}
+    assert len(blobs) == 1
+    (blob,) = blobs
+    loaded = safetensors.torch.load(blob)
+    assert sorted(loaded) == ["a", "b"] and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+    header_length = int.from_bytes(blob[:8], "little")
+    assert header_length % 8 == 0 and json.loads(blob[8:8 + header_length])["__metadata__"] == metadata
+
+
+def test_one_augmented_recipe_and_seed_in_two_processes_writes_identical_files(tmp_path):
+    # fast-995's parts (augmentation, bf16 where the CPU has it, channels_last, OneCycle) in two fresh
+    # processes, with different hash seeds: the weights file is the same to the byte.
+    digests = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        command = [sys.executable, "-m", "mnist_kit", "train", "fast-995", "--set", "train.epochs=1",
+                   "--set", "data.limit=2000", "--out", str(out), "--quiet"]
+        done = subprocess.run(command, cwd=REPO, env=os.environ | {"PYTHONHASHSEED": hash_seed},
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        (run_dir,) = out.iterdir()
+        digests.append(hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
