@@ -102,6 +102,9 @@ def train_command(
     out: Annotated[Path, typer.Option("--out", help="Folder that receives the run folder.")] = Path("runs"),
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")] = False,
+    log: Annotated[list[str] | None, typer.Option(
+        "--log", help="Also report to: tensorboard (event files in RUN/tensorboard; pip install "
+        "'mnist-kit[tensorboard]'). Same as --set 'train.log=[\"tensorboard\"]'.")] = None,
     no_fallback: Annotated[bool, typer.Option(
         "--no-fallback", help="Do not train the recipe's [fallback] recipe when the run falls short of it.")] = False,
     print_config: Annotated[bool, typer.Option(
@@ -109,16 +112,18 @@ def train_command(
         "builds, and exit: no data, no training.")] = False,
     plugin: PluginOption = None,
 ):
-    """Train a recipe and write model.pth, model.safetensors and metadata.json into a new run folder."""
+    """Train a recipe and write model.pth, model.safetensors, metadata.json and history.csv into a new run folder."""
     from mnist_kit.distributed import leave
     from mnist_kit.recipe import load_recipe
     from mnist_kit.train import train_with_fallback
 
     if (recipe is None) == (resume is None):
         raise UserError("give a RECIPE to train, or --resume RUN to continue one (not both)")
-    if resume and (set_ or print_config):
-        raise UserError(f"{'--set' if set_ else '--print-config'} is for a RECIPE: a resumed run continues with "
-                        f"its own recipe")
+    if resume and (set_ or print_config or log):
+        raise UserError(f"{'--set' if set_ else '--log' if log else '--print-config'} is for a RECIPE: a resumed run "
+                        f"continues with its own recipe")
+    if log:
+        set_ = [*(set_ or []), "train.log=[" + ", ".join(json.dumps(name) for name in log) + "]"]
     use_plugins(plugin)
     if print_config:
         print(resolved_recipe_text(load_recipe(recipe, set_ or [])), end="")
@@ -140,10 +145,13 @@ def train_command(
                       f"{result.test_accuracy:.2%}", f"{result.metadata['wall_seconds']:.0f}", str(result.run_dir))
     console.print(table)
     final = results[-1].run_dir
-    console.print(f"Wrote {final}/model.pth, model.safetensors and metadata.json", highlight=False, soft_wrap=True)
+    console.print(f"Wrote {final}/model.pth, model.safetensors, metadata.json and history.csv"
+                  + (" (TensorBoard events in tensorboard/)" if (final / "tensorboard").is_dir() else ""),
+                  highlight=False, soft_wrap=True)
     console.print(f"Next:\n  mnist-kit eval {final}\n  mnist-kit plot all {final}\n"
-                  f"  mnist-kit predict {final} my-digit.jpg --show-input {final}/inputs", highlight=False,
-                  soft_wrap=True)
+                  f"  mnist-kit predict {final} my-digit.jpg --show-input {final}/inputs"
+                  + (f"\n  tensorboard --logdir {final.parent}" if (final / "tensorboard").is_dir() else ""),
+                  highlight=False, soft_wrap=True)
 
 
 def resolved_recipe_text(recipe) -> str:

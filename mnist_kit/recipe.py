@@ -19,6 +19,8 @@ from mnist_kit.registry import closest
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
+LOGGERS = ("tensorboard",)  # train.log: event files beside history.csv (which every run writes)
+
 # The fixed sections: key -> (accepted types, default, check on the value or None). `None` default = optional.
 POSITIVE = (lambda v: v > 0, "must be > 0")
 SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
@@ -41,6 +43,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "sync_bn": ((bool,), False, None),  # under torchrun on CUDA: BatchNorm statistics over the global batch
         "keep": ((str,), "last", (lambda v: v in ("last", "best"), "must be last or best (by validation)")),
         "patience": ((int,), 0, (lambda v: v >= 0, "must be >= 0 (0: no early stopping)")),
+        "log": ((list,), None, (lambda v: all(x in LOGGERS for x in v),  # where the run reports as it goes
+                                f"must list loggers out of: {', '.join(LOGGERS)}")),
     },
     "fallback": {
         "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),
@@ -313,9 +317,12 @@ def fallback_recipe(recipe: Recipe) -> tuple[Recipe, dict[str, Any], list[str]] 
 
 
 def recipe_hash(recipe: Recipe) -> str:
-    """SHA-256 of what decides a run: the resolved recipe (every key but `description`) and the content of each .py
-    plugin it names, so a changed plugin makes another recipe. Sweeps match finished points by it."""
+    """SHA-256 of what decides a run: the resolved recipe (every key but `description` and `train.log`, which only
+    say how it is described and watched) and the content of each .py plugin it names, so a changed plugin makes
+    another recipe. Sweeps match finished points by it."""
     config = {key: value for key, value in recipe.config.items() if key != "description"}
+    if "log" in config.get("train", {}):
+        config["train"] = {key: value for key, value in config["train"].items() if key != "log"}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for plugin in recipe.config.get("plugins", []):
         if plugin.endswith(".py"):

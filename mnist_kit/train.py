@@ -5,10 +5,12 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -44,8 +46,12 @@ from mnist_kit.recipe import (
     recipe_hash,
     recipe_to_dict,
     run_recipe,
+    to_toml,
     toml_value,
 )
+from mnist_kit.track import check_loggers, log_end, log_epoch, log_steps, open_events, write_history_csv
+
+OnEpoch = Callable[[dict], None]  # called with each epoch's history row (see train)
 
 
 @dataclass(frozen=True)
@@ -137,8 +143,17 @@ def load_tensors(config: dict, data_dir, world: World, device: torch.device) -> 
                            images(splits.test_images), splits.test_labels.to(device))
 
 
-def train_epoch(loop: Loop, display, epoch: int) -> tuple[float, float]:
-    """One pass over the shuffled training tensors; returns (mean loss, accuracy) measured on the way.
+class Trained(NamedTuple):
+    """One epoch of training as measured on the way: the means, and each step's loss and learning rate."""
+
+    loss: float
+    accuracy: float
+    step_losses: torch.Tensor
+    lrs: list[float]
+
+
+def train_epoch(loop: Loop, display, epoch: int) -> Trained:
+    """One pass over the shuffled training tensors; returns the mean loss and accuracy measured on the way.
 
     Each batch is augmented as a whole (tensor ops on the device); the EMA, if any, follows every step. The sums
     stay on the device and are read only for the display and at the end, which is where a non-finite loss is caught.
@@ -178,7 +193,7 @@ def train_epoch(loop: Loop, display, epoch: int) -> tuple[float, float]:
     loss_total, correct_total, seen_total = sum_in_place(totals, world).tolist()
     if not math.isfinite(loss_total):
         raise diverged(losses, lrs, epoch)
-    return loss_total / seen_total, correct_total / seen_total
+    return Trained(loss_total / seen_total, correct_total / seen_total, losses, lrs)
 
 
 def diverged(losses: torch.Tensor, lrs: list[float], epoch: int) -> Diverged:
@@ -222,19 +237,23 @@ def best_so_far(best: dict | None, scores: dict, parts: Parts, epoch: int, keep:
 
 
 def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
-          quiet: bool = False, console: Console | None = None) -> RunResult:
-    """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder."""
-    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console)
+          quiet: bool = False, console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+    """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder.
+
+    `on_epoch(row)` is called with each epoch's history row once its checkpoint is written; what it raises ends
+    the run there (a search's pruning), with last.pth kept as after an interruption."""
+    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console, on_epoch=on_epoch)
 
 
 def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bool = False,
-           console: Console | None = None) -> RunResult:
+           console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
     """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have. Plugins its
     recipe names are not imported from it: import them first (the CLI's --plugin)."""
     state = load_last(run_dir)
     recipe = recipe_from_dict(state["recipe"])
     check_registered(recipe.config, str(run_dir))  # its plugins are the user's to give: a run is data
-    return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console)
+    return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console,
+               on_epoch=on_epoch)
 
 
 def restore(parts: Parts, state: dict, generator: torch.Generator) -> tuple[list[dict], str, float]:
@@ -297,13 +316,15 @@ def timing(phases: dict[str, float], name: str):
 
 def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
         run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
-        console: Console | None = None) -> RunResult:
+        console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
     """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
     console, config, clock = console or Console(), recipe.config, time.perf_counter()
     phases: dict[str, float] = {}  # seconds this process spent in each part of the run (metadata phase_seconds)
     world, device = join(config["train"]["device"])
     check_batch(config["data"]["batch_size"], world)
     check_sync_bn(config["train"]["sync_bn"], world, device)
+    logs = config["train"].get("log", [])
+    check_loggers(logs)
     with timing(phases, "data"):
         splits, data = load_tensors(config, data_dir, world, device)
     with timing(phases, "build"):
@@ -325,6 +346,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         quiet, console = True, Console(quiet=True)
     keep, patience = config["train"]["keep"], config["train"]["patience"]
     scores, kept, best = None, len(history), state.get("best") if state else None  # kept: epochs safe in last.pth
+    events = open_events(run_dir, len(history) * steps) if "tensorboard" in logs and world.main else None
     try:
         with stop_signals() as signals, make_display(console, quiet, len(data.val_y) > 0) as display:
             display.start(title(recipe, loop, device, len(history) if state else None), epochs, steps)
@@ -344,8 +366,14 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                     with timing(phases, "checkpoint"):
                         writing(run_dir / "last.pth", save_last, run_dir, training_state(
                             recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
+                    write_history_csv(run_dir, history)
+                    if events:
+                        log_steps(events, epoch, steps, trained.step_losses, trained.lrs)
+                        log_epoch(events, history[-1], steps)
                 kept = epoch
                 display.epoch(history[-1])  # shown once it is safe on disk
+                if on_epoch:
+                    on_epoch(history[-1])
             with timing(phases, "evaluate"):
                 scores = final_scores(loop, splits, scores, best, keep, len(history))
             metadata = run_metadata(recipe, splits, parts.final, history, scores, best, device=device,
@@ -354,6 +382,9 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
             metadata["phase_seconds"] = phases
             if world.main:
                 save_run(run_dir, parts.final, recipe, metadata)
+            if events:
+                log_end(events, metadata, to_toml(config), parts.final, data.test_x, data.test_y,
+                        len(history) * steps)
             barrier(world)
     except KeyboardInterrupt:
         raise interrupted(run_dir, kept, epochs, world) from None
@@ -365,6 +396,9 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         if world.size > 1 and signals:  # a peer stopped first and the collective this process was in failed
             raise interrupted(run_dir, kept, epochs, world) from None
         raise
+    finally:
+        if events:
+            events.close()
     if world.main:
         remove_last(run_dir)
     return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name,

@@ -94,6 +94,8 @@ def test_resume_ends_exactly_as_the_uninterrupted_run(tmp_path, data_root, signa
     resumed = json.loads((run_dir / "metadata.json").read_text())
     assert without_seconds(resumed["history"]) == without_seconds(reference.metadata["history"])
     assert resumed["test_accuracy"] == reference.test_accuracy
+    csv_epochs = (run_dir / "history.csv").read_text().splitlines()[1:]  # rewritten whole after every epoch
+    assert [line.split(",")[0] for line in csv_epochs] == ["1", "2", "3", "4", "5"]
     ours = load_state_dict(run_dir / "model.safetensors")
     theirs = load_state_dict(reference.run_dir / "model.safetensors")
     assert ours.keys() == theirs.keys()
