@@ -20,6 +20,9 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect the data se
 recipes_app = typer.Typer(help="List the recipes, or show one.")
 app.add_typer(data_app, name="data")
 app.add_typer(recipes_app, name="recipes")
+runs_app = typer.Typer(no_args_is_help=True, help="List the runs under a folder (sweeps and studies included), or "
+                       "compare two. Reads metadata only.")
+app.add_typer(runs_app, name="runs")
 
 console = Console()
 errors = Console(stderr=True)
@@ -441,6 +444,68 @@ def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or .toml 
     from mnist_kit.recipe import recipe_text
 
     print(recipe_text(name), end="")
+
+
+def percent(value: float | None) -> str:
+    return f"{value:.2%}" if value is not None else ""
+
+
+@runs_app.command("list")
+@user_errors
+def runs_list(
+    folder: Annotated[Path, typer.Argument(help="Folder to search, sub-folders included.")] = Path("runs"),
+    recipe: Annotated[str | None, typer.Option("--recipe", help="Only runs of this recipe (a name or a glob: "
+                                               "'fast*').")] = None,
+    where: Annotated[list[str] | None, typer.Option(
+        "--where", metavar="KEY=VALUE", help="Only runs where a recipe key (optimizer.lr=0.01, train.seed=2) or a "
+        "column (recipe=fast) has this value. Repeatable: all must hold.")] = None,
+    sort: Annotated[str, typer.Option("--sort", help="started, recipe, run, validation, test or seconds.")]
+    = "started",
+    desc: Annotated[bool, typer.Option("--desc", help="Largest (newest) first.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="The rows as JSON instead of a table.")] = False,
+):
+    """A table of the finished runs under FOLDER: recipe, --set values, validation and test accuracy, seconds,
+    date, machine."""
+    from mnist_kit.catalog import list_runs
+
+    rows, unreadable = list_runs(folder, recipe, where or [], sort, desc)
+    for path in unreadable:
+        errors.print(f"warning: skipped {path}: not a run's metadata", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("run", "recipe", "--set", "epochs", "validation", "test", "seconds", "started", "machine",
+                  title=f"{len(rows)} run{'s' * (len(rows) != 1)} under {folder}")
+    for row in rows:
+        table.add_row(row["run"], row["recipe"], row["overrides"], str(row["epochs"]),
+                      percent(row["validation_accuracy"]), percent(row["test_accuracy"]),
+                      f"{row['seconds']:.1f}" if row["seconds"] is not None else "",
+                      (row["started"] or "")[:16].replace("T", " "), row["machine"] or "")
+    console.print(table)
+
+
+@runs_app.command("diff")
+@user_errors
+def runs_diff(
+    run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run folder.")],
+    run_b: Annotated[Path, typer.Argument(metavar="RUN_B", help="Another run folder.")],
+    everything: Annotated[bool, typer.Option("--all", help="Every key, the equal ones too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="{recipe: {key: [a, b]}, results: {...}} as JSON.")]
+    = False,
+):
+    """How two runs' resolved recipes and results differ."""
+    from mnist_kit.catalog import diff_runs
+
+    diff = diff_runs(run_a, run_b, everything)
+    if as_json:
+        print(json.dumps(diff, indent=2))
+        return
+    for section, title in (("recipe", "recipe (resolved)"), ("results", "results")):
+        table = Table("key", str(run_a), str(run_b), title=title)
+        for key, (left, right) in diff[section].items():
+            style = None if left == right else "bold"
+            table.add_row(key, json.dumps(left), json.dumps(right), style=style)
+        console.print(table if diff[section] else f"{title}: the same", highlight=False)
 
 
 def main():

@@ -74,7 +74,8 @@ def test_logging_does_not_change_what_the_run_is(logged_run, tmp_path):
 
 def test_without_tensorboard_the_option_says_how_to_install_it(quick_recipe, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` raises ImportError
-    result = CliRunner().invoke(app, ["train", str(quick_recipe), "--log", "tensorboard", "--out", str(tmp_path / "runs")])
+    result = CliRunner().invoke(app, ["train", str(quick_recipe), "--log", "tensorboard",
+                                      "--out", str(tmp_path / "runs")])
     one_line_error(result, "tensorboard", "pip install 'mnist-kit[tensorboard]'")
     assert not (tmp_path / "runs").exists()  # refused before anything trained
 
