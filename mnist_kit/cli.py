@@ -358,6 +358,47 @@ def sweep_command(
         raise typer.Exit(1)
 
 
+@app.command("tune")
+@user_errors
+def tune_command(
+    study_file: Annotated[Path, typer.Argument(metavar="STUDY", help="A study .toml: base recipe, fixed [set] values, "
+                                               "a [space] of ranges and choices, trials, sampler, pruner.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for the trials, summary and pictures "
+                                             "[default: runs/studies/NAME].")] = None,
+    storage: Annotated[str | None, typer.Option(
+        "--storage", metavar="URL", help="Optuna database shared by every worker, e.g. postgresql://user@host/db "
+        "[default: sqlite:///OUT/study.db]. Run the same command on several machines to share a study.")] = None,
+    data_dir: DataDir = None,
+):
+    """Search a space over a recipe with Optuna (TPE sampling, pruning on validation after each epoch).
+
+    The study lives in its database: run the command again after a crash or Ctrl-C and it goes on where it
+    stopped. Needs the [tune] extra (pip install -e '.[tune]').
+    """
+    from mnist_kit.tune import best_trial, run_study
+
+    def trial_done(row: dict) -> None:
+        result = {"complete": lambda: f"validation {row['validation_accuracy']:.2%}, test {row['test_accuracy']:.2%}, "
+                                      f"{row['seconds']:.1f} s",
+                  "pruned": lambda: f"pruned after epoch {row['pruned_after']}"}.get(row["state"], lambda: row["state"])
+        values = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
+        console.print(f"trial {row['trial']}: {result()} ({values})", highlight=False, soft_wrap=True)
+
+    rows, folder = run_study(study_file, out, storage, data_dir, on_trial=trial_done)
+    keys = [k for k in rows[0] if "." in k] if rows else []
+    best = best_trial(rows)
+    table = Table("trial", "state", *keys, "validation accuracy", "test accuracy", "seconds", "",
+                  title=f"study {study_file}")
+    for row in rows:
+        table.add_row(str(row["trial"]), row["state"], *(str(row.get(k, "")) for k in keys),
+                      percent(row["validation_accuracy"]), percent(row["test_accuracy"]),
+                      f"{row['seconds']:.0f}" if row.get("seconds") else "", "best" if row is best else "")
+    console.print(table)
+    console.print(f"Wrote {folder}/summary.csv and the pictures (history, importance, parallel .png)"
+                  + (f"; best by validation: trial {best['trial']}, {best['run']}" if best else ""),
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("serve")
 @user_errors
 def serve_command(run: RunPath,

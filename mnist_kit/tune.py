@@ -1,0 +1,314 @@
+"""Studies: a search space over a base recipe, sampled by Optuna (TPE), pruned on validation accuracy after each
+epoch, kept in Optuna's database (SQLite in the study's folder by default, any RDB URL with --storage).
+
+The database is the study: rerun the same command after a crash or a kill and it goes on (finished trials are
+kept, numbering continues); several processes or machines given the same storage share the work. A trial that
+stops without finishing is marked failed and its parameters are tried again once: a killed process's trial when
+its heartbeat is older than `grace_seconds` (Optuna's RetryHeartbeatStaleTrialCallback), an interrupted one (Ctrl-C,
+SIGTERM) at once. The best trial is the best validation accuracy; its test accuracy is reported beside it and
+never chooses.
+"""
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+import tomllib
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mnist_kit.atomic import write_bytes_atomic
+from mnist_kit.data import data_root
+from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.recipe import load_recipe, recipe_path
+from mnist_kit.registry import closest
+
+INSTALL_OPTUNA = "pip install 'mnist-kit[tune]' (in this repo: .venv/bin/pip install -e '.[tune]')"
+STUDY_KEYS = ("description", "recipe", "trials", "minutes", "sampler", "pruner", "seed", "heartbeat_seconds",
+              "grace_seconds", "set", "space")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("median", "halving", "none")
+DEFAULTS = {"trials": 20, "minutes": 0, "sampler": "tpe", "pruner": "median", "seed": 0, "heartbeat_seconds": 10,
+            "grace_seconds": 60, "set": {}}
+SQLITE_TIMEOUT = 60  # seconds a writer waits for another process's lock (without it: "database is locked")
+
+
+def require_optuna():
+    """The optuna module, or a UserError that says how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise UserError(f"mnist-kit tune needs Optuna: {INSTALL_OPTUNA}") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+def check_dimension(path: Path, key: str, spec: Any) -> None:
+    """A [space] entry: {low, high[, log][, step]} (ints give ints) or {choices = [...]}."""
+    where = f"{path}: [space] {key!r}"
+    if not isinstance(spec, dict):
+        raise UserError(f"{where}: expected a table, e.g. {{ low = 0.001, high = 0.1, log = true }} or "
+                        f"{{ choices = [64, 128] }}")
+    if "choices" in spec:
+        if set(spec) != {"choices"} or not isinstance(spec["choices"], list) or not spec["choices"]:
+            raise UserError(f"{where}: `choices` must be a non-empty list, alone in its table")
+        return
+    unknown = set(spec) - {"low", "high", "log", "step"}
+    if unknown or not {"low", "high"} <= set(spec):
+        raise UserError(f"{where}: a range has low and high (and optionally log, step); got {sorted(spec)}")
+    low, high = spec["low"], spec["high"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in (low, high)) \
+            or low >= high:
+        raise UserError(f"{where}: low and high must be finite numbers with low < high")
+    if spec.get("log") and low <= 0:
+        raise UserError(f"{where}: a log range needs low > 0")
+    if spec.get("log") and "step" in spec:
+        raise UserError(f"{where}: give log or step, not both")
+
+
+def read_study(path: Path | str) -> dict:
+    """A study file, checked, with defaults filled in."""
+    path = Path(path)
+    try:
+        study = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from error
+    except OSError as error:
+        raise UserError(f"{path}: cannot read: {error.strerror or error}") from error
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text (a study file is TOML): {error}") from None
+    for key in study:
+        if key not in STUDY_KEYS:
+            raise UserError(f"{path}: unknown key {key!r}; a study has {', '.join(STUDY_KEYS)}."
+                            + closest(key, STUDY_KEYS))
+    study = {**DEFAULTS, **study}
+    if not isinstance(study.get("recipe"), str):
+        raise UserError(f"{path}: `recipe` must name the base recipe (a name or a .toml path)")
+    if not isinstance(study.get("space"), dict) or not study["space"]:
+        raise UserError(f'{path}: [space] must give each searched key a range or choices, e.g. "optimizer.lr" = '
+                        f'{{ low = 0.001, high = 0.1, log = true }}')
+    for key, spec in study["space"].items():
+        check_dimension(path, key, spec)
+    for key, choices in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        if study[key] not in choices:
+            raise UserError(f"{path}: {key} must be one of {', '.join(choices)}, got {study[key]!r}"
+                            + closest(str(study[key]), choices))
+    for key in ("trials", "heartbeat_seconds", "grace_seconds"):
+        if not isinstance(study[key], int) or isinstance(study[key], bool) or study[key] < 1:
+            raise UserError(f"{path}: {key} must be a whole number >= 1, got {study[key]!r}")
+    if study["grace_seconds"] <= study["heartbeat_seconds"]:
+        raise UserError(f"{path}: grace_seconds must be longer than heartbeat_seconds")
+    if not isinstance(study["minutes"], int | float) or isinstance(study["minutes"], bool) or study["minutes"] < 0:
+        raise UserError(f"{path}: minutes must be a number >= 0 (0: no time budget), got {study['minutes']!r}")
+    if not isinstance(study["set"], dict):
+        raise UserError(f"{path}: [set] must be a table of fixed values")
+    return study
+
+
+def check_recipes(path: Path, study: dict, base: Path) -> None:
+    """The base recipe with [set] must hold images out (a study chooses on them), and the space's corners must be
+    valid recipes, before anything trains."""
+    fixed = load_recipe(base, study["set"])
+    if fixed.config["data"]["validation"] == 0:
+        raise UserError(f'{path}: a study chooses on validation images: set "data.validation" = 5000 in [set]')
+    for corner in (0, -1):
+        values = {key: (spec["choices"][corner] if "choices" in spec else spec["low" if corner == 0 else "high"])
+                  for key, spec in study["space"].items()}
+        try:
+            load_recipe(base, {**study["set"], **values})
+        except UserError as error:
+            raise UserError(f"{path}: the space's {'lowest' if corner == 0 else 'highest'} values: {error}") from None
+
+
+def suggest(trial, key: str, spec: dict) -> Any:
+    """The trial's value for one dimension (lists among choices are offered as their JSON text)."""
+    if "choices" in spec:
+        plain = all(c is None or isinstance(c, bool | int | float | str) for c in spec["choices"])
+        if plain:
+            return trial.suggest_categorical(key, spec["choices"])
+        return json.loads(trial.suggest_categorical(key, [json.dumps(c) for c in spec["choices"]]))
+    if all(isinstance(spec[k], int) for k in ("low", "high")) and isinstance(spec.get("step", 1), int):
+        return trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1), log=spec.get("log", False))
+    return trial.suggest_float(key, spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
+
+
+def make_storage(optuna, url: str, study: dict):
+    """Optuna's RDB storage with a heartbeat (a killed trial is failed after grace_seconds and retried once) and,
+    for SQLite, a lock timeout so several processes can share the file."""
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+    engine = {"connect_args": {"timeout": SQLITE_TIMEOUT}} if url.startswith("sqlite") else {}
+    for attempt in range(3):  # workers started together may race to create the tables: the loser tries again
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: Optuna >= 2.8
+                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=study["heartbeat_seconds"],
+                                  grace_period=study["grace_seconds"],
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        except ImportError as error:
+            raise UserError(f"--storage {url}: its database driver is not installed ({error})") from None
+        except Exception as error:  # a wrong URL, a server that does not answer: the user's to fix
+            if attempt == 2:
+                raise UserError(f"--storage {url}: cannot open the study database: {error}") from None
+            time.sleep(1 + attempt)
+
+
+def make_sampler_and_pruner(optuna, study: dict):
+    sampler = (optuna.samplers.TPESampler(seed=study["seed"]) if study["sampler"] == "tpe"
+               else optuna.samplers.RandomSampler(seed=study["seed"]))
+    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
+              "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+              "none": lambda: optuna.pruners.NopPruner()}[study["pruner"]]()
+    return sampler, pruner
+
+
+def finished(optuna, study) -> int:
+    """Trials that count towards `trials`: complete and pruned ones."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: Path,
+                  on_epoch: Callable[[int, dict], None] | None = None):
+    """The function Optuna calls per trial: train the recipe the trial's values make, in trials/NNNN, reporting
+    validation accuracy after each epoch for the pruner; returns the final validation accuracy."""
+    from rich.console import Console
+
+    from mnist_kit.train import train
+
+    def objective(trial) -> float:
+        values = {key: suggest(trial, key, spec) for key, spec in study_file["space"].items()}
+        recipe = load_recipe(base, {**study_file["set"], **values})
+        out = folder / "trials" / f"{trial.number:04d}"
+
+        def report(row: dict) -> None:
+            if on_epoch:
+                on_epoch(trial.number, row)
+            trial.report(row["val_accuracy"], row["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
+
+        try:
+            result = train(recipe, data_dir=data_dir, out_dir=out, quiet=True, console=Console(quiet=True),
+                           on_epoch=report)
+        except optuna.TrialPruned:
+            shutil.rmtree(out, ignore_errors=True)  # its numbers are in the database; its weights are not wanted
+            raise
+        except Interrupted:
+            trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})  # tried again later
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("seconds", result.metadata["wall_seconds"])
+        trial.set_user_attr("run", str(result.run_dir))
+        return result.validation_accuracy
+
+    return objective
+
+
+def run_study(path: Path | str, out_dir: Path | str | None = None, storage: str | None = None, data_dir=None,
+              on_trial: Callable[[dict], None] | None = None,
+              on_epoch: Callable[[int, dict], None] | None = None) -> tuple[list[dict], Path]:
+    """Run (or continue) a study until it holds `trials` finished trials or `minutes` pass; write summary.csv and
+    the pictures; returns the rows (one per trial) and the study's folder."""
+    optuna = require_optuna()
+    path = Path(path)
+    study_file = read_study(path)
+    base = recipe_path(study_file["recipe"], path.parent)
+    check_recipes(path, study_file, base)
+    folder = (Path(out_dir) if out_dir else Path("runs") / "studies" / path.stem).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{folder / 'study.db'}"
+    sampler, pruner = make_sampler_and_pruner(optuna, study_file)
+    study = optuna.create_study(storage=make_storage(optuna, url, study_file), sampler=sampler, pruner=pruner,
+                                study_name=path.stem, direction="maximize", load_if_exists=True)
+    remaining = study_file["trials"] - finished(optuna, study)
+    if remaining > 0:
+        callbacks = [optuna.study.MaxTrialsCallback(study_file["trials"], states=(
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))]
+        if on_trial:
+            callbacks.append(lambda s, t: on_trial(trial_row(t)))
+        objective = objective_for(optuna, base, study_file, folder, data_root(data_dir).resolve(), on_epoch)
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=study_file["minutes"] * 60 or None,
+                           callbacks=callbacks, catch=(UserError,))
+        except Interrupted:
+            raise Interrupted(f"interrupted: {folder} keeps every finished trial; the interrupted one is tried "
+                              f"again when the study goes on: mnist-kit tune {path}"
+                              + (f" --out {out_dir}" if out_dir else "")
+                              + (f" --storage {storage}" if storage else "")) from None
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    write_study_summary(folder, rows, list(study_file["space"]))
+    write_study_figures(optuna, study, folder)
+    return rows, folder
+
+
+def trial_row(trial) -> dict:
+    """A trial as a summary row: its number, state, values, validation and test accuracy, seconds, run."""
+    state = trial.state.name.lower()
+    row = {"trial": trial.number, "state": state, **trial.params,
+           "validation_accuracy": trial.value if state == "complete" else None,
+           "test_accuracy": trial.user_attrs.get("test_accuracy"), "seconds": trial.user_attrs.get("seconds"),
+           "run": trial.user_attrs.get("run"),
+           "pruned_after": max(trial.intermediate_values) if state == "pruned" and trial.intermediate_values else None}
+    if trial.datetime_start and trial.datetime_complete:
+        row["trial_seconds"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
+    retried = trial.system_attrs.get("failed_trial")  # a killed trial's retry (RetryHeartbeatStaleTrialCallback)
+    row["retry_of"] = retried if retried is not None else trial.user_attrs.get("retry_of")  # an interrupted one's
+    return row
+
+
+def best_trial(rows: list[dict]) -> dict | None:
+    """The complete trial with the best validation accuracy (the first of equals); test accuracy never chooses."""
+    scored = [row for row in rows if row["validation_accuracy"] is not None]
+    return max(scored, key=lambda row: row["validation_accuracy"]) if scored else None
+
+
+def write_study_summary(folder: Path, rows: list[dict], keys: list[str]) -> Path:
+    """summary.csv: a row per trial, the best (by validation) marked."""
+    best = best_trial(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    columns = ["trial", "state", *keys, "validation_accuracy", "test_accuracy", "seconds", "trial_seconds",
+               "pruned_after", "retry_of", "best", "run"]
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([("*" if row is best else "") if c == "best" else row.get(c, "") if row.get(c) is not None
+                         else "" for c in columns])
+    return write_bytes_atomic(folder / "summary.csv", buffer.getvalue().encode())
+
+
+def write_study_figures(optuna, study, folder: Path) -> list[Path]:
+    """Optuna's matplotlib pictures: optimization history, parameter importances (PED-ANOVA: no scikit-learn),
+    parallel coordinates. A picture the study cannot draw yet (too few complete trials) is left out."""
+    import matplotlib.pyplot as plt  # Optuna draws with pyplot; headless, matplotlib picks Agg by itself
+    from optuna.importance import PedAnovaImportanceEvaluator
+    from optuna.visualization import matplotlib as pictures
+
+    from mnist_kit.plots import save_png
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    drawn = []
+    for name, draw, needs in (
+            ("history.png", lambda: pictures.plot_optimization_history(study, target_name="validation accuracy"), 1),
+            ("importance.png", lambda: pictures.plot_param_importances(
+                study, evaluator=PedAnovaImportanceEvaluator(), target_name="validation accuracy"), 3),
+            ("parallel.png", lambda: pictures.plot_parallel_coordinate(study, target_name="validation accuracy"), 2)):
+        if len(complete) < needs:
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.2
+                axes = draw()
+        except (ValueError, RuntimeError, ZeroDivisionError):
+            continue  # e.g. importances of a space where no parameter varied yet
+        figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
+        figure.set_size_inches(9, 5)
+        figure.tight_layout()
+        drawn.append(save_png(figure, folder / name))
+        plt.close(figure)
+    return drawn
