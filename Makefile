@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records bench-tune need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -25,6 +25,7 @@ help:
 	@echo "make bench                                                    every quick results file: loop, fast's seeds, preprocessing, torchrun/Ray, TTA"
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make bench-records                                            the records table's rows over seeds (about 2 hours)"
+	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -89,6 +90,11 @@ bench-records: $(STAMP)
 	$(PY) bench/floor.py --recipe fast --results bench/results
 	$(PY) bench/determinism.py --recipe fast-995 --results bench/results
 	$(PY) bench/determinism.py --recipe best --seed 1 --against runs/bench/best-seed-1 --results bench/results
+
+# an Optuna study (24 trials) against a grid sweep of about the same wall time: README "Search: study against grid"
+bench-tune: $(STAMP)
+	$(CLI) data fetch
+	$(PY) bench/tune.py --results bench/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench

@@ -6,7 +6,8 @@
 Trains the recipe twice, each as a fresh `mnist-kit train` process (or once, and compares with a run trained
 before: --against, e.g. one that `make bench-seeds` kept), and compares the SHA-256 of the two model.safetensors
 files (and the test accuracies; a run kept from before compares by its header written as mnist-kit writes it
-now). Writes <results>/<machine>/determinism-<recipe>.json.
+now), and the first epoch whose training loss differs. --keep DIR keeps the runs it trains.
+Writes <results>/<machine>/determinism-<recipe>.json.
 """
 
 import argparse
@@ -29,14 +30,20 @@ def described(run: Path) -> dict:
     return {"sha256": hashlib.sha256(blob).hexdigest(),
             "canonical_sha256": hashlib.sha256(canonical_safetensors(blob)).hexdigest(),
             "test_accuracy": meta["test_accuracy"],
-            "recipe_hash": meta["recipe_hash"], "seed": meta["seed"], "started": meta["started"]}
+            "recipe_hash": meta["recipe_hash"], "seed": meta["seed"], "started": meta["started"],
+            "git_commit": meta.get("git_commit"), "train_loss": [row["train_loss"] for row in meta["history"]]}
 
 
-def train_once(recipe: str, seed: int) -> dict:
+def train_once(recipe: str, seed: int, keep: Path | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
-        one_run(recipe, seed, Path(out), [])
-        (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
-        return described(run)
+        one_run(recipe, seed, keep or Path(out), [])
+        (run,) = sorted((p for p in (keep or Path(out)).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)[-1:]
+        return described(run) | {"kept": str(run) if keep else None}
+
+
+def first_difference(a: list[float], b: list[float]) -> int | None:
+    """The first epoch whose training loss differs between two runs (None: every epoch alike)."""
+    return next((epoch for epoch, (x, y) in enumerate(zip(a, b), start=1) if x != y), None)
 
 
 def main():
@@ -44,10 +51,11 @@ def main():
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--against", type=Path, help="a run of the same recipe and seed trained before")
+    parser.add_argument("--keep", type=Path, help="keep the run(s) trained here in this folder")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
-    runs = [described(args.against) if args.against else train_once(args.recipe, args.seed),
-            train_once(args.recipe, args.seed)]
+    runs = [described(args.against) if args.against else train_once(args.recipe, args.seed, args.keep),
+            train_once(args.recipe, args.seed, args.keep)]
     if runs[0]["recipe_hash"] != runs[1]["recipe_hash"] or runs[0]["seed"] != runs[1]["seed"]:
         sys.exit(f"{args.against} is not a run of {args.recipe} with seed {args.seed} as it is now")
     identical = runs[0]["canonical_sha256"] == runs[1]["canonical_sha256"]
@@ -56,8 +64,12 @@ def main():
           f"{runs[0]['test_accuracy']:.2%} and "
           f"{runs[1]['test_accuracy']:.2%}")
     path = machine_folder(args.results) / f"determinism-{args.recipe}.json"
+    differs = first_difference(runs[0]["train_loss"], runs[1]["train_loss"])
+    if differs:
+        print(f"the training loss first differs at epoch {differs} of {len(runs[0]['train_loss'])}")
     write_results(path, ["python", *sys.argv], {"recipe": args.recipe, "seed": args.seed, "runs": runs,
-                                                 "identical_weights": identical})
+                                                 "identical_weights": identical,
+                                                 "first_epoch_with_other_training_loss": differs})
     print(f"wrote {path}")
 
 
