@@ -403,21 +403,43 @@ def tune_command(
 @user_errors
 def serve_command(run: RunPath,
                   port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8000,
-                  host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+                  host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every network "
+                                                    "this machine is on).")] = "127.0.0.1",
+                  name: Annotated[str | None, typer.Option("--name", help="The model's name in the v2 paths "
+                                                           "[default: the run's recipe name].")] = None,
+                  allow_host: Annotated[list[str] | None, typer.Option(
+                      "--allow-host", metavar="HOST", help="Also answer requests addressed to HOST (a name this "
+                      "machine has behind a proxy or in DNS). Repeatable.")] = None,
+                  workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes, each with "
+                                                       "its own copy of the model.")] = 1,
                   plugin: PluginOption = None):
-    """A local page to draw a digit and see the model's top 3 as you draw (Ctrl-C stops it)."""
-    from mnist_kit.serve import make_server
+    """Serve a run: the draw page, POST /predict, and the Open Inference Protocol (v2) at /v2 (docs at /docs).
+
+    Needs the [serve] extra (pip install -e '.[serve]'). Ctrl-C stops it.
+    """
+    from mnist_kit.serve import make_server, serve_workers
 
     use_plugins(plugin)
-    server = make_server(run, host, port)
-    console.print(f"Serving {run} on http://{host}:{server.server_address[1]}/ (Ctrl-C stops)", highlight=False,
-                  soft_wrap=True)
+    if host in ("0.0.0.0", "::"):
+        errors.print(f"warning: --host {host} serves this model to every network this machine is on (anyone who can "
+                     f"reach port {port} can use it); --host 127.0.0.1 keeps it to this machine", highlight=False,
+                     soft_wrap=True)
+    if workers > 1:
+        if plugin:
+            raise UserError("--workers > 1 cannot import --plugin models in its worker processes; use one worker")
+        console.print(f"Serving {run} on http://{host}:{port}/ with {workers} workers (Ctrl-C stops)",
+                      highlight=False, soft_wrap=True)
+        serve_workers(run, host, port, workers, name, allow_host or [])
+        return
+    server, sock = make_server(run, host, port, name, allow_host or [])
+    bound = sock.getsockname()[1]
+    console.print(f"Serving {run} on http://{host}:{bound}/ (the draw page; v2 at /v2/models/{server.model_name}, "
+                  f"API docs at /docs; Ctrl-C stops)", highlight=False, soft_wrap=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        console.print("stopped")
+        server.run(sockets=[sock])
     finally:
-        server.server_close()
+        sock.close()
+    console.print("stopped")
 
 
 @app.command("export")

@@ -1,28 +1,55 @@
-"""The draw-a-digit page end to end in a real headless Chromium, and the server's answers to bad requests."""
+"""The server on FastAPI + uvicorn: the draw page end to end in a real headless Chromium, the Open Inference
+Protocol (v2) through Triton's own client, and the answers to bad, oversized, slow, foreign and excess requests."""
 
+import base64
 import http.client
+import io
 import json
 import shutil
+import socket
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+from typer.testing import CliRunner
 
-from mnist_kit.serve import MAX_REQUEST, make_server
+from mnist_kit.cli import app
+from tests.conftest import one_line_error
+
+pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
+from mnist_kit.serve import MAX_REQUEST, make_server  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 
+@contextmanager
+def serving(run_dir, **options):
+    """A real uvicorn server for the run in a thread, on a free loopback port; yields its URL."""
+    server, sock = make_server(run_dir, port=0, **options)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
 @pytest.fixture(scope="module")
 def url(trained_run):
-    server = make_server(trained_run.run_dir, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(trained_run.run_dir, body_seconds=1.0) as address:
+        yield address
 
 
 def post(url, body: bytes, headers=None):
@@ -45,9 +72,6 @@ def test_bad_requests_get_400s_not_tracebacks(url):
     response = connection.getresponse()
     assert response.status == 413 and "bytes" in json.loads(response.read())["error"]
     connection.close()
-    import io
-
-    from PIL import Image
     blank = io.BytesIO()
     Image.new("RGB", (280, 280), "white").save(blank, format="PNG")
     status, answer = post(url, blank.getvalue())
@@ -91,3 +115,112 @@ def test_drawing_a_digit_shows_the_prediction(url):
             assert page.locator("#digit").inner_text() == "" and page.locator("#message").inner_text() == ""
         finally:
             browser.close()
+
+
+def raw_request(url, text: bytes, read_seconds=10) -> bytes:
+    """Send bytes as they are on a fresh connection; what comes back before the server closes it."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=read_seconds) as conn:
+        conn.sendall(text)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_body_is_capped_as_it_streams_and_must_arrive_in_time(url):
+    # chunked: no length announced; the cap applies to what arrives
+    chunk = b"x" * 2**20
+    body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(MAX_REQUEST // len(chunk) + 1))
+    answer = raw_request(url, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         + body + b"0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 413")
+    # announces 1,000 bytes, sends 10, then nothing: answered 408 after the body time (1 s here), not hung forever
+    start = time.monotonic()
+    answer = raw_request(url, b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n"
+                              b"0123456789")
+    assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - start < 5
+
+
+def test_host_and_origin_are_checked(url):
+    port = url.rsplit(":", 1)[1]
+    for host in ("localhost", "127.0.0.1"):
+        request = f"GET /v2/health/live HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\n\r\n"
+        assert raw_request(url, request.encode()).startswith(b"HTTP/1.1 200")
+    foreign = raw_request(url, b"GET / HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n")
+    assert foreign.startswith(b"HTTP/1.1 421") and b"--allow-host" in foreign
+    status, answer = post(url, b"x", headers={"Origin": "http://attacker.example"})
+    assert status == 403 and "attacker.example" in answer["error"]
+    request = f"HEAD /?from=bookmark HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    head = raw_request(url, request.encode())
+    assert head.startswith(b"HTTP/1.1 200")
+
+
+def mnist_pixels(splits, count):
+    """The first test images as the v2 'image' input wants them: [N, 1, 28, 28] floats in [0, 1]."""
+    return (splits.test_images[:count].float() / 255).numpy().reshape(count, 1, 28, 28), \
+        splits.test_labels[:count].numpy()
+
+
+def test_v2_through_tritons_own_client(url, splits, trained_run):
+    http_client = pytest.importorskip("tritonclient.http", reason="tritonclient[http] is in the dev extra")
+    client = http_client.InferenceServerClient(url=url.removeprefix("http://"))
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("quick")
+    metadata = client.get_model_metadata("quick")
+    assert {i["name"]: (i["datatype"], i["shape"]) for i in metadata["inputs"]} == {
+        "image": ("FP32", [-1, 1, 28, 28]), "image_file": ("BYTES", [-1])}
+    images, labels = mnist_pixels(splits, 64)
+    request = http_client.InferInput("image", list(images.shape), "FP32")
+    request.set_data_from_numpy(images, binary_data=False)
+    outputs = [http_client.InferRequestedOutput(n, binary_data=False) for n in ("probabilities", "label")]
+    result = client.infer("quick", inputs=[request], outputs=outputs)
+    probabilities, predicted = result.as_numpy("probabilities"), result.as_numpy("label")
+    assert probabilities.shape == (64, 10) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-4)
+    assert (predicted == probabilities.argmax(axis=1)).all()
+    assert (predicted == labels).mean() > 0.85  # the trained run scores about 95% on the test split
+    with pytest.raises(Exception, match="no model 'other'"):
+        client.get_model_metadata("other")
+
+
+def test_v2_takes_image_files_in_base64(url, splits):
+    images, labels = mnist_pixels(splits, 4)
+    files = []
+    for image in images:  # black ink on white paper, 3x the size: the server makes them MNIST-like
+        buffer = io.BytesIO()
+        Image.fromarray((255 - image[0] * 255).astype(np.uint8)).resize((84, 84)).save(buffer, format="PNG")
+        files.append(base64.b64encode(buffer.getvalue()).decode())
+    body = {"id": "r1", "inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [4], "data": files}],
+            "outputs": [{"name": "label"}]}
+    request = urllib.request.Request(url + "/v2/models/quick/infer", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+    assert answer["id"] == "r1" and [o["name"] for o in answer["outputs"]] == ["label"]
+    assert sum(p == t for p, t in zip(answer["outputs"][0]["data"], labels)) >= 3
+    wrong_shape = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 5], "data": [0] * 5}]}
+    not_base64 = {"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}
+    for bad, fragment in (({"inputs": []}, "exactly one"), (wrong_shape, "shape"), (not_base64, "base64")):
+        request = urllib.request.Request(url + "/v2/models/quick/infer", data=json.dumps(bad).encode(), method="POST")
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(request, timeout=30)
+        assert error.value.code == 400 and fragment in json.loads(error.value.read())["error"]
+
+
+def test_beyond_the_concurrency_limit_it_answers_503(trained_run):
+    with serving(trained_run.run_dir, limit_concurrency=2) as address:
+        host, port = address.removeprefix("http://").split(":")
+        idle = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]  # held open
+        time.sleep(0.3)
+        try:
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(address + "/v2/health/live", timeout=10)
+            assert refused.value.code == 503
+        finally:
+            for conn in idle:
+                conn.close()
+
+
+def test_without_fastapi_serve_says_how_to_install_it(trained_run, monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    result = CliRunner().invoke(app, ["serve", str(trained_run.run_dir), "--port", "0"])
+    one_line_error(result, "pip install 'mnist-kit[serve]'")
