@@ -72,7 +72,7 @@ def png_data_url(image: np.ndarray) -> str:
 
 def predict_canvas(served: Served, body: bytes, top_k: int = 3) -> dict:
     """What the draw page shows for an image file: the top k and the 28x28 input the model saw."""
-    seen = mnist_like(decode_gray(body, "canvas", SERVE_MAX_PIXELS, SERVE_MAX_PIXELS), "canvas")
+    seen = mnist_like(decode_gray(body, "image", SERVE_MAX_PIXELS), "image")  # a phone's JPEG: decoded at 1/8
     with served.lock, torch.inference_mode():
         (answer,) = classify(served.model, normalize_image(seen, served.mean, served.std), served.classes, top_k)
     return {"top": answer["top_k"], "input": png_data_url(seen)}
@@ -119,7 +119,7 @@ def tensor_input(served: Served, tensor: dict) -> torch.Tensor:
                 raw = base64.b64decode(item, validate=True)
             except (binascii.Error, TypeError, ValueError):
                 raise UserError(f"input 'image_file' item {i}: not base64 text") from None
-            seen = mnist_like(decode_gray(raw, f"image_file {i}", SERVE_MAX_PIXELS, SERVE_MAX_PIXELS), f"image {i}")
+            seen = mnist_like(decode_gray(raw, f"image_file {i}", SERVE_MAX_PIXELS), f"image_file {i}")
             batch.append(normalize_image(seen, served.mean, served.std))
         return torch.cat(batch) if batch else torch.zeros(0, *served.input_shape)
     raise UserError(f"unknown input {name!r}; this model takes 'image' (FP32) or 'image_file' (BYTES)")
@@ -184,6 +184,7 @@ class Guard:
                 return
             size += len(message.get("body", b""))
             if size > self.max_body:
+                await drain(receive, message, deadline)
                 return await answer(send, 413, f"the body must be at most {self.max_body:,} bytes")
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
@@ -198,6 +199,18 @@ class Guard:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+async def drain(receive, message: dict, deadline: float, limit: int = 8 * MAX_REQUEST) -> None:
+    """Read and drop the rest of a refused body (bounded in bytes and time) before answering, so closing the
+    connection does not reset it before the client has read the answer (uvicorn reads nothing after a response)."""
+    loop, dropped = asyncio.get_running_loop(), 0
+    while message.get("more_body") and dropped < limit:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            return
+        dropped += len(message.get("body", b""))
 
 
 def split_host(host: str) -> str:

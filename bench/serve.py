@@ -1,0 +1,150 @@
+"""Requests per second and latency (p50, p99) of `mnist-kit serve`, over loopback, with the images users send.
+
+    python bench/serve.py [--run RUN] [--seconds 10] [--results bench/results]
+
+Trains `fast` first unless --run names a run. For each server (one uvicorn process; two workers) and each request
+kind (a 28x28 PNG, the draw page's 280x280 canvas PNG, a 3000x4000 JPEG photo, all on POST /predict; and a 28x28
+image as a v2 JSON tensor, batch of 1, on POST /v2/models/NAME/infer), 1 and 8 client threads send requests
+back to back on kept-alive connections for --seconds (a bounded loop that stops by itself); every answer must be
+200. The clients run on the same 2 cores as the server: the figures are what one machine does, client included.
+Writes <results>/<machine>/serve.json.
+"""
+
+import argparse
+import http.client
+import io
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+from record import machine_folder, write_results
+
+REPO = Path(__file__).resolve().parent.parent
+SERVERS = {"uvicorn, 1 process": [], "uvicorn, 2 workers": ["--workers", "2"]}
+
+
+def digit_image(width: int, height: int) -> Image.Image:
+    """A dark 7 on light paper, the stroke scaled to the image."""
+    image = Image.new("L", (width, height), 235)
+    draw, s = ImageDraw.Draw(image), min(width, height)
+    line = max(1, s // 14)
+    draw.line([(width / 2 - s * 0.25, height / 2 - s * 0.3), (width / 2 + s * 0.25, height / 2 - s * 0.3),
+               (width / 2 - s * 0.05, height / 2 + s * 0.35)], fill=20, width=line)
+    return image
+
+
+def encoded(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    (image.convert("RGB") if fmt == "JPEG" else image).save(buffer, format=fmt, quality=90)
+    return buffer.getvalue()
+
+
+def requests_to_send(name: str) -> dict[str, tuple[str, bytes, str]]:
+    """kind -> (path, body, content type)."""
+    pixels = (255 - np.asarray(digit_image(28, 28), dtype=np.float32)) / 255
+    tensor = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28],
+                          "data": pixels.round(4).flatten().tolist()}]}
+    return {"28x28 PNG": ("/predict", encoded(digit_image(28, 28), "PNG"), "image/png"),
+            "280x280 canvas PNG": ("/predict", encoded(digit_image(280, 280), "PNG"), "image/png"),
+            "3000x4000 photo JPEG": ("/predict", encoded(digit_image(3000, 4000), "JPEG"), "image/jpeg"),
+            "28x28 v2 tensor, batch 1": (f"/v2/models/{name}/infer", json.dumps(tensor).encode(),
+                                         "application/json")}
+
+
+def client(port: int, path: str, body: bytes, content_type: str, until: float, latencies: list, failures: list):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    headers = {"Content-Type": content_type, "Host": f"127.0.0.1:{port}"}
+    while time.perf_counter() < until:
+        start = time.perf_counter()
+        conn.request("POST", path, body=body, headers=headers)
+        response = conn.getresponse()
+        response.read()
+        if response.status != 200:
+            failures.append(response.status)
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            continue
+        latencies.append(time.perf_counter() - start)
+    conn.close()
+
+
+def load(port: int, request: tuple[str, bytes, str], clients: int, seconds: float) -> dict:
+    latencies, failures = [], []
+    client(port, *request, time.perf_counter() + 0.5, [], [])  # warm up
+    until = time.perf_counter() + seconds
+    threads = [threading.Thread(target=client, args=(port, *request, until, latencies, failures))
+               for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    ordered = sorted(latencies) or [float("nan")]
+    return {"clients": clients, "requests": len(latencies), "failures": len(failures),
+            "failed_statuses": sorted(set(failures)), "requests_per_second": len(latencies) / elapsed,
+            "p50_ms": 1000 * statistics.median(ordered),
+            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+
+
+def wait_ready(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            sys.exit(f"the server stopped: {process.stderr.read()}")
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/v2/health/ready")
+            if conn.getresponse().status == 200:
+                return
+        except OSError:
+            time.sleep(0.2)
+    sys.exit("the server did not get ready in 2 minutes")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--port", type=int, default=8931)
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as out:
+        run = args.run
+        if run is None:
+            subprocess.run([sys.executable, "-m", "mnist_kit", "train", "fast", "--out", out, "--quiet"], check=True,
+                           cwd=REPO, stdout=subprocess.DEVNULL)
+            (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
+        name = json.loads((run / "metadata.json").read_text())["recipe"]["name"]
+        requests, rows = requests_to_send(name), []
+        for server, flags in SERVERS.items():
+            process = subprocess.Popen([sys.executable, "-m", "mnist_kit", "serve", str(run), "--port",
+                                        str(args.port), *flags], cwd=REPO, stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.PIPE, text=True)
+            try:
+                wait_ready(args.port, process)
+                for kind, request in requests.items():
+                    for clients in (1, 8):
+                        row = {"server": server, "request": kind, "bytes": len(request[1]),
+                               **load(args.port, request, clients, args.seconds)}
+                        rows.append(row)
+                        print(f"{server:20} {kind:26} {clients} clients: {row['requests_per_second']:7.1f}/s, "
+                              f"p50 {row['p50_ms']:7.1f} ms, p99 {row['p99_ms']:7.1f} ms"
+                              + (f", {row['failures']} failed" if row["failures"] else ""), flush=True)
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    path = machine_folder(args.results) / "serve.json"
+    write_results(path, ["python", *sys.argv], {"seconds_per_point": args.seconds, "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
