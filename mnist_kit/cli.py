@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -412,18 +413,44 @@ def serve_command(run: RunPath,
                       "machine has behind a proxy or in DNS). Repeatable.")] = None,
                   workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes, each with "
                                                        "its own copy of the model.")] = 1,
+                  backend: Annotated[str, typer.Option("--backend", help="local (uvicorn here) or ray (a Ray Serve "
+                                                       "deployment; pip install -e '.[cluster]').")] = "local",
+                  address: Annotated[str | None, typer.Option(
+                      "--address", help="Ray cluster to deploy on (host:6379, or auto) [default: $RAY_ADDRESS, else a "
+                      "local Ray].")] = None,
+                  replicas: Annotated[int, typer.Option("--replicas", min=1, help="Ray Serve replicas of the model "
+                                                        "(--backend ray).")] = 1,
                   plugin: PluginOption = None):
     """Serve a run: the draw page, POST /predict, and the Open Inference Protocol (v2) at /v2 (docs at /docs).
 
     Needs the [serve] extra (pip install -e '.[serve]'). Ctrl-C stops it.
     """
-    from mnist_kit.serve import make_server, serve_workers
+    from mnist_kit.serve import make_server, serve_on_ray, serve_workers, stop_ray_serve
 
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend {backend!r}; choose local or ray" + closest(backend, ("local", "ray")))
+    if backend == "local" and (address or replicas > 1):
+        raise UserError("--address and --replicas are for --backend ray")
+    if backend == "ray" and (workers > 1 or plugin):
+        raise UserError("--workers and --plugin are for the local backend (on Ray: --replicas)")
     use_plugins(plugin)
     if host in ("0.0.0.0", "::"):
         errors.print(f"warning: --host {host} serves this model to every network this machine is on (anyone who can "
                      f"reach port {port} can use it); --host 127.0.0.1 keeps it to this machine", highlight=False,
                      soft_wrap=True)
+    if backend == "ray":
+        serve_on_ray(run, address, replicas, host, port, name, allow_host or [])
+        console.print(f"Serving {run} on Ray Serve at http://{host}:{port}/ with {replicas} replica"
+                      f"{'s' * (replicas > 1)} (Ctrl-C stops)", highlight=False, soft_wrap=True)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            stop_ray_serve()
+        console.print("stopped")
+        return
     if workers > 1:
         if plugin:
             raise UserError("--workers > 1 cannot import --plugin models in its worker processes; use one worker")
@@ -445,13 +472,36 @@ def serve_command(run: RunPath,
 @app.command("export")
 @user_errors
 def export_command(run: RunPath,
-                   fmt: Annotated[str, typer.Option("--format", help="Format to write: onnx.")] = "onnx",
+                   fmt: Annotated[str, typer.Option("--format", help="onnx (beside the run's weights) or hf (a "
+                                                    "Hugging Face Hub model folder in --out).")] = "onnx",
+                   int8: Annotated[bool, typer.Option("--int8", help="Also write RUN/model-int8.onnx: static INT8 "
+                                                      "quantization calibrated on 1,000 training images.")] = False,
+                   out: Annotated[Path | None, typer.Option("--out", help="The folder --format hf writes.")] = None,
+                   data_dir: DataDir = None,
                    plugin: PluginOption = None):
-    """Write a run's model in another format: RUN/model.onnx (dynamic batch) for onnxruntime and friends."""
+    """Write a run's model for other tools: RUN/model.onnx for onnxruntime and friends (dynamic batch; mean, std,
+    input shape and class names in its metadata; --int8 adds a quantized copy; pip install -e '.[onnx]'), or a
+    Hugging Face Hub model folder (--format hf --out DIR: model.safetensors, config.json, model card; pip install
+    -e '.[hub]'; upload it with `hf upload USER/NAME DIR`)."""
+    from mnist_kit.hub import save_hub_folder
     from mnist_kit.runs import export_run
 
     use_plugins(plugin)
-    console.print(f"Wrote {export_run(run, fmt)}", highlight=False, soft_wrap=True)
+    if (fmt == "hf") != (out is not None) or (fmt == "hf" and int8):
+        raise UserError("--format hf writes a folder: give it --out DIR (and no --int8); ONNX files go beside the "
+                        "run's weights, without --out")
+    written = save_hub_folder(run, out, data_dir) if fmt == "hf" else export_run(run, fmt, int8=int8,
+                                                                                  data_dir=data_dir)
+    if fmt == "hf":
+        console.print(f"Wrote {written}/model.safetensors, config.json and README.md (the model card); "
+                      f"upload with: hf upload USER/NAME {written}", highlight=False, soft_wrap=True)
+        return
+    float_path = written.parent / "model.onnx"
+    line = f"Wrote {float_path} ({float_path.stat().st_size / 1024:,.0f} KiB)"
+    if int8:
+        ratio = float_path.stat().st_size / written.stat().st_size
+        line += f" and {written.name} ({written.stat().st_size / 1024:,.0f} KiB, {ratio:.1f}x smaller)"
+    console.print(line, highlight=False, soft_wrap=True)
 
 
 @data_app.command("fetch")

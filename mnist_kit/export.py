@@ -1,7 +1,6 @@
 """Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
 
 import hashlib
-import io
 import json
 import pickle
 import platform
@@ -140,16 +139,82 @@ def command_line() -> list[str]:
     return ["mnist-kit" if program == "__main__.py" else program, *sys.argv[1:]]
 
 
-def save_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path) -> Path:
-    """The model (in eval mode) as ONNX with a dynamic batch dimension: input 'image', output 'scores'."""
-    buffer = io.BytesIO()
+def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
+    """The model (in eval mode) as ONNX with a dynamic batch dimension: input 'image', output 'scores'; with
+    PyTorch's current exporter (torch.export, dynamo=True)."""
     model.eval()
     try:
-        with warnings.catch_warnings():  # the TorchScript exporter is deprecated but needs no onnxscript
-            warnings.simplefilter("ignore", DeprecationWarning)
-            torch.onnx.export(model, (torch.zeros(1, *input_shape),), buffer, dynamo=False, input_names=["image"],
-                              output_names=["scores"], dynamic_axes={"image": {0: "batch"}, "scores": {0: "batch"}},
-                              opset_version=17)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's notes on its own progress
+            program = torch.onnx.export(model, (torch.zeros(2, *input_shape),), dynamo=True, input_names=["image"],
+                                        output_names=["scores"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                        verbose=False)
     except ModuleNotFoundError as error:
         raise UserError(f"ONNX export needs the onnx extra: pip install -e '.[onnx]' ({error})") from error
-    return write_bytes_atomic(path, buffer.getvalue())
+    return program.model_proto.SerializeToString()
+
+
+def with_metadata(onnx_model: bytes, properties: dict[str, str]) -> bytes:
+    """ONNX bytes with `properties` as the model's metadata_props (what a user of the file alone needs)."""
+    import onnx
+
+    proto = onnx.load_from_string(onnx_model)
+    del proto.metadata_props[:]
+    for key, value in properties.items():
+        proto.metadata_props.add(key=key, value=value)
+    return proto.SerializeToString()
+
+
+def onnx_properties(metadata: dict, run_name: str) -> dict[str, str]:
+    """How to feed and read the model: normalization, input shape, class names, the recipe and run it came from."""
+    data = metadata["data"]
+    return {"mnist_kit.preprocessing": "grey 28x28, white ink on black, pixel / 255, then (x - mean) / std",
+            "mnist_kit.mean": repr(data["mean"]), "mnist_kit.std": repr(data["std"]),
+            "mnist_kit.input_shape": json.dumps(metadata["input_shape"]),
+            "mnist_kit.classes": json.dumps(metadata["classes"]),
+            "mnist_kit.output": "scores: log-probabilities or logits per class (softmax gives probabilities)",
+            "mnist_kit.recipe": metadata["recipe"]["name"], "mnist_kit.run": run_name,
+            "mnist_kit.test_accuracy": repr(metadata["test_accuracy"]), "mnist_kit.version": mnist_kit.__version__}
+
+
+def save_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,
+              properties: dict[str, str] | None = None) -> Path:
+    """model.onnx: the exported model, with `properties` in its metadata, written atomically."""
+    blob = onnx_bytes(model, input_shape)
+    return write_bytes_atomic(path, with_metadata(blob, properties) if properties else blob)
+
+
+class CalibrationImages:
+    """onnxruntime's calibration reader: batches of normalized training images."""
+
+    def __init__(self, images: torch.Tensor, batch: int = 100):
+        self.batches = iter(images.split(batch))
+
+    def get_next(self) -> dict | None:
+        batch = next(self.batches, None)
+        return None if batch is None else {"image": batch.numpy()}
+
+
+def save_onnx_int8(float_path: Path, path: Path, calibration: torch.Tensor) -> Path:
+    """An INT8 copy of an exported model (static quantization, QDQ, per-channel weights, calibrated on
+    `calibration`: normalized training images), written atomically; the metadata carries over."""
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+
+    with tempfile.TemporaryDirectory() as folder:
+        prepared = Path(folder) / "prepared.onnx"
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)  # fold BatchNorm, infer shapes
+        quantized = Path(folder) / "int8.onnx"
+        quantize_static(str(prepared), str(quantized), CalibrationImages(calibration), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        proto = onnx.load(str(quantized))
+    source = onnx.load(str(float_path), load_external_data=False)
+    del proto.metadata_props[:]
+    for entry in source.metadata_props:
+        proto.metadata_props.add(key=entry.key, value=entry.value)
+    proto.metadata_props.add(key="mnist_kit.quantization", value=f"int8 static QDQ per-channel, MinMax over "
+                                                                  f"{len(calibration)} training images")
+    return write_bytes_atomic(path, proto.SerializeToString())

@@ -55,7 +55,8 @@ class Run:
 
 
 def find_run(path: Path | str) -> Run:
-    """A run from its folder (model.safetensors, else model.pth) or from one of its weights files."""
+    """A run from its folder (model.safetensors, else model.pth; metadata.json, or a Hub folder's config.json) or
+    from one of its weights files."""
     path = Path(path)
     if path.is_dir():
         run_dir = path
@@ -69,10 +70,12 @@ def find_run(path: Path | str) -> Run:
     else:
         raise UserError(f"no run at {path}")
     meta_path = run_dir / METADATA
+    if not meta_path.is_file() and (run_dir / "config.json").is_file():
+        meta_path = run_dir / "config.json"  # a Hub folder (mnist-kit export --format hf) is a run too
     if not meta_path.is_file():
         raise UserError(f"{run_dir} is not a run folder: no {METADATA} beside the weights")
     try:
-        metadata = json.loads(meta_path.read_text())
+        metadata = read_config(meta_path) if meta_path.name == "config.json" else json.loads(meta_path.read_text())
         run = Run(run_dir=run_dir, weights=weights, metadata=metadata)
         run.recipe.config["model"]["name"], run.spec  # noqa: B018 (must exist)
         check_metadata(metadata)
@@ -80,6 +83,15 @@ def find_run(path: Path | str) -> Run:
         what = f"{error} is missing" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
         raise UserError(f"{meta_path}: not mnist-kit run metadata ({what})") from None
     return run
+
+
+def read_config(path: Path) -> dict:
+    """A Hub folder's config.json (mnist-kit export --format hf) as run metadata: it carries what opening a run
+    reads."""
+    config = json.loads(path.read_text())
+    if not isinstance(config, dict) or config.get("model_type") != "mnist-kit":
+        raise ValueError("not an mnist-kit config.json (model_type is not mnist-kit)")
+    return config
 
 
 def check_metadata(metadata: dict) -> None:
@@ -232,18 +244,35 @@ def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = Non
             "classes": splits.classes, **full_report(mean_probability(outputs), splits.test_labels, splits.classes)}
 
 
-def export_run(path: Path | str, fmt: str = "onnx") -> Path:
-    """Write the run's model in another format beside its weights (now: onnx -> RUN/model.onnx)."""
-    from mnist_kit.export import save_onnx
+def export_run(path: Path | str, fmt: str = "onnx", int8: bool = False, data_dir: Path | str | None = None,
+               calibration_images: int = 1000) -> Path:
+    """Write the run's model as RUN/model.onnx (the preprocessing in its metadata), and with `int8` also
+    RUN/model-int8.onnx, calibrated on training images; returns the last written. (The Hub folder:
+    mnist_kit.hub.save_hub_folder.)"""
+    from mnist_kit.export import onnx_properties, save_onnx, save_onnx_int8
 
     if fmt != "onnx":
-        raise UserError(f"unknown export format {fmt!r}; known: onnx")
+        raise UserError(f"unknown export format {fmt!r}; known: onnx, hf" + closest(fmt, ("onnx", "hf")))
     run = find_run(path)
     target = run.run_dir / "model.onnx"
     try:
-        return save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), target)
+        written = save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), target,
+                            onnx_properties(run.metadata, run.run_dir.name))
+        if int8:
+            images, _ = calibration_split(run, data_dir, calibration_images)
+            written = save_onnx_int8(written, run.run_dir / "model-int8.onnx", images)
     except OSError as error:
-        raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+        raise UserError(f"cannot write beside {target}: {error.strerror or error}") from None
+    return written
+
+
+def calibration_split(run: Run, data_dir, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` normalized training images (evenly spread over the split, none from the test split) to calibrate
+    a quantized model on."""
+    splits = run_dataset(run, data_dir)
+    step = max(1, len(splits.train_labels) // count)
+    images = splits.train_images[::step][:count]
+    return normalize(images, splits.mean, splits.std), splits.train_labels[::step][:count]
 
 
 def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, data_dir: Path | str | None = None,

@@ -376,3 +376,61 @@ def serve_workers(run_path: Path | str, host: str, port: int, workers: int, name
     uvicorn.run("mnist_kit.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
                 limit_concurrency=limit_concurrency, backlog=2048, timeout_keep_alive=5, log_level="warning",
                 access_log=False)
+
+
+def ray_deployment():
+    """The Ray Serve deployment class: each replica loads the run and answers through the same guarded app."""
+    from ray import serve
+
+    @serve.deployment(ray_actor_options={"num_cpus": 1})
+    class MnistKitServer:
+        def __init__(self, run_path: str, name: str | None, hosts: list[str]):
+            torch.set_num_threads(1)  # one image at a time: a thread per replica, replicas for more
+            self.app = make_app(load_served(run_path, name), hosts)
+
+        async def __call__(self, request):
+            from starlette.responses import Response
+
+            start, body = {}, []
+
+            async def send(message):
+                if message["type"] == "http.response.start":
+                    start.update(message)
+                elif message["type"] == "http.response.body":
+                    body.append(message.get("body", b""))
+
+            await self.app(request.scope, request.receive, send)
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in start.get("headers", [])
+                       if k.lower() not in (b"content-length", b"connection")}
+            return Response(b"".join(body), status_code=start.get("status", 500), headers=headers)
+
+    return MnistKitServer
+
+
+def serve_on_ray(run_path: Path | str, address: str | None, replicas: int, host: str, port: int,
+                 name: str | None = None, allow_hosts: list[str] = ()):
+    """Deploy the app on a Ray cluster with Ray Serve (its HTTP proxy on host:port, `replicas` copies of the
+    model); returns the Serve handle once it answers. The run folder must be readable on every node."""
+    require_fastapi()
+    try:
+        import ray
+        from ray import serve
+    except ImportError as error:
+        raise UserError(f"--backend ray needs Ray Serve: pip install 'mnist-kit[cluster]' ({error})") from None
+    run_path = Path(run_path).resolve()
+    load_served(run_path, name)  # a bad run is one line here, not a failing replica
+    ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
+             include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": host, "port": port})
+    deployment = ray_deployment().options(num_replicas=replicas)
+    return serve.run(deployment.bind(str(run_path), name, allowed_hosts(host, list(allow_hosts))),
+                     name="mnist-kit", route_prefix="/")
+
+
+def stop_ray_serve() -> None:
+    """Tear the Serve application and this driver's Ray connection down."""
+    import ray
+    from ray import serve
+
+    serve.shutdown()
+    ray.shutdown()

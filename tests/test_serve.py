@@ -224,3 +224,50 @@ def test_without_fastapi_serve_says_how_to_install_it(trained_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     result = CliRunner().invoke(app, ["serve", str(trained_run.run_dir), "--port", "0"])
     one_line_error(result, "pip install 'mnist-kit[serve]'")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_ray_serve_deploys_the_same_app(trained_run, data_root, splits):
+    pytest.importorskip("ray.serve", reason="Ray Serve is the [cluster] extra (ray[serve])")
+    import os
+    import signal
+    import subprocess
+
+    from tests.conftest import REPO
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "mnist_kit", "serve", str(trained_run.run_dir), "--backend",
+                                "ray", "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "RAY_ADDRESS": ""})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.communicate()[1][-2000:]
+            try:
+                with urllib.request.urlopen(url + "/v2/health/ready", timeout=5) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        images, labels = mnist_pixels(splits, 8)
+        body = {"inputs": [{"name": "image", "datatype": "FP32", "shape": list(images.shape),
+                            "data": images.flatten().tolist()}]}
+        request = urllib.request.Request(url + "/v2/models/quick/infer", data=json.dumps(body).encode(),
+                                         method="POST")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            (probabilities, label) = json.loads(response.read())["outputs"]
+        assert label["shape"] == [8] and sum(p == t for p, t in zip(label["data"], labels)) >= 6
+        foreign = urllib.request.Request(url + "/v2/health/live", headers={"Host": "attacker.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(foreign, timeout=10)
+        assert refused.value.code == 421  # the same guard behind Ray's proxy
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and "stopped" in out, err[-2000:]

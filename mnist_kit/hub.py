@@ -1,0 +1,167 @@
+"""`mnist-kit export RUN --format hf --out DIR`: a folder the Hugging Face Hub takes as a model repository.
+
+model.safetensors (the run's, byte for byte), config.json (the architecture, recipe, preprocessing and classes:
+everything opening a run reads, so `mnist-kit eval DIR` and `predict DIR image.png` work on the folder), and a
+README.md model card written with huggingface_hub's ModelCard/ModelCardData: YAML header (license, datasets, tags,
+metrics as model-index), intended use, the recipe, and limits measured on the test split when the folder is
+written (per class, and under shifts, rotations and inverted colours). Nothing here uses the network; uploading is
+`hf upload USER/NAME DIR`.
+"""
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mnist_kit.atomic import write_bytes_atomic, write_json_atomic
+from mnist_kit.errors import UserError
+
+CONFIG = "config.json"
+INSTALL_HUB = "pip install 'mnist-kit[hub]' (in this repo: .venv/bin/pip install -e '.[hub]')"
+HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
+CONFIG_KEYS = ("schema", "recipe", "recipe_hash", "seed", "parameters", "input_shape", "classes", "data", "machine",
+               "precision", "test_accuracy", "test_loss", "per_class_accuracy", "validation_accuracy", "kept_epoch",
+               "versions", "git_commit", "started", "wall_seconds")
+
+
+def hub_config(metadata: dict, weights_sha256: str) -> dict:
+    """config.json: what the Hub and other tools read first (model_type, labels, preprocessing), then the run's
+    metadata that opening it needs, with the SHA-256 of the folder's model.safetensors."""
+    classes, data = metadata["classes"], metadata["data"]
+    return {"model_type": "mnist-kit", "architecture": metadata["recipe"]["config"]["model"]["name"],
+            "num_labels": len(classes), "id2label": dict(enumerate(classes)),
+            "label2id": {c: i for i, c in enumerate(classes)},
+            "preprocessing": {"input_shape": metadata["input_shape"], "mean": data["mean"], "std": data["std"],
+                              "steps": "grey, white ink on black, ink centred in 20x20 inside 28x28 by its centre of "
+                                       "mass (as MNIST), pixel / 255, then (x - mean) / std"},
+            **{k: metadata[k] for k in CONFIG_KEYS if k in metadata}, "weights": {"model.safetensors": weights_sha256}}
+
+
+def rotated(images: torch.Tensor, degrees: float, fill: float) -> torch.Tensor:
+    """Images (N, 1, H, W) turned by `degrees` about their centre, `fill` around them."""
+    angle = math.radians(degrees)
+    theta = torch.tensor([[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]])
+    grid = F.affine_grid(theta.expand(len(images), 2, 3), list(images.shape), align_corners=False)
+    return F.grid_sample(images - fill, grid, align_corners=False) + fill
+
+
+def measured_limits(model, splits) -> list[tuple[str, float]]:
+    """Test accuracy of the model on the test split as it is and as users' images may differ from it."""
+    from mnist_kit.data import normalize
+    from mnist_kit.evaluate import predict_logits
+
+    images, labels = normalize(splits.test_images, splits.mean, splits.std), splits.test_labels
+    fill = (0.0 - splits.mean) / splits.std
+
+    def accuracy(batch: torch.Tensor) -> float:
+        with torch.inference_mode():
+            return float((predict_logits(model, batch).argmax(dim=1) == labels).float().mean())
+
+    def moved(pixels: int) -> torch.Tensor:  # right and down: pad left and top, keep the first 28x28
+        return F.pad(images, (pixels, 0, pixels, 0), value=fill)[..., :images.shape[2], :images.shape[3]]
+
+    return [("the test split as it is", accuracy(images)),
+            ("moved 2 pixels right and down", accuracy(moved(2))),
+            ("moved 4 pixels right and down", accuracy(moved(4))),
+            ("turned 15 degrees", accuracy(rotated(images, 15, fill))),
+            ("turned 30 degrees", accuracy(rotated(images, 30, fill))),
+            ("colours inverted (black ink on white, not preprocessed)",
+             accuracy(normalize(255 - splits.test_images, splits.mean, splits.std)))]
+
+
+def model_card(metadata: dict, name: str, limits: list[tuple[str, float]]):
+    """The model card: huggingface_hub's ModelCardData for the YAML header, then the text."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    from mnist_kit.recipe import to_toml
+
+    data, dataset = metadata["data"], metadata["data"]["dataset"]
+    hub_dataset = HUB_DATASETS.get(dataset, dataset)
+    card_data = ModelCardData(
+        license="unknown", library_name="pytorch", datasets=[hub_dataset], metrics=["accuracy"], model_name=name,
+        tags=["image-classification", dataset, "mnist-kit", "safetensors"], pipeline_tag="image-classification",
+        eval_results=[EvalResult(task_type="image-classification", dataset_type=hub_dataset, dataset_name=dataset,
+                                 dataset_split="test", metric_type="accuracy", metric_value=metadata["test_accuracy"],
+                                 source_name="mnist-kit (measured when the run was trained)")])
+    per_class = "\n".join(f"| {c} | {a:.2%} |" for c, a in metadata["per_class_accuracy"].items())
+    measured = "\n".join(f"| {what} | {value:.2%} |" for what, value in limits)
+    recipe = to_toml(metadata["recipe"]["config"])
+    text = f"""---
+{card_data.to_yaml()}
+---
+
+# {name}
+
+A {metadata["recipe"]["config"]["model"]["name"]} handwritten-{"digit" if dataset == "mnist" else "image"} \
+classifier ({metadata.get("parameters", 0):,} parameters) trained with mnist-kit from its \
+`{metadata["recipe"]["name"]}` recipe on the {data.get("train_images", 0):,} training images of {dataset}; \
+{metadata["test_accuracy"]:.2%} on its {data.get("test_images", 0):,} test images.
+
+## Intended use
+
+Classifying single {dataset} images: 28x28 grey, one centred character, white on black. Teaching and trying
+things out; not for reading real documents (addresses, cheques, forms), which need a model trained and measured
+on such documents.
+
+## How to use it
+
+Preprocess as the model was trained: {", ".join(f"{k} {v}" for k, v in (("mean", data["mean"]), ("std", data["std"])))}
+(`config.json` → `preprocessing`). With mnist-kit: `mnist-kit predict THIS_FOLDER image.png` (any photo or scan
+of one character: it is made MNIST-like first), `mnist-kit eval THIS_FOLDER`. The weights are plain
+`model.safetensors`; the architecture is the recipe below, built by mnist-kit's model registry.
+
+## Limits, measured
+
+Test accuracy per class:
+
+| class | accuracy |
+| --- | --- |
+{per_class}
+
+Test accuracy when the test images differ from the training images (measured when this folder was written):
+
+| test images | accuracy |
+| --- | --- |
+{measured}
+
+## Training
+
+Recipe `{metadata["recipe"]["name"]}`, seed {metadata.get("seed")}, {metadata.get("wall_seconds", 0):.0f} s on \
+{(metadata.get("machine") or {}).get("cpu") or "?"} (torch {(metadata.get("versions") or {}).get("torch")}):
+
+```toml
+{recipe}```
+"""
+    return ModelCard(text)
+
+
+def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str | None = None) -> Path:
+    """Write the Hub folder for a run into `out` (created; files in it are replaced atomically)."""
+    try:
+        import huggingface_hub  # noqa: F401
+    except ImportError:
+        raise UserError(f"--format hf needs huggingface_hub: {INSTALL_HUB}") from None
+    import hashlib
+
+    from mnist_kit.runs import build_run_model_from, find_run, run_dataset
+
+    run = find_run(run_path)
+    model, used = build_run_model_from(run)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if used.suffix == ".safetensors":
+            blob = used.read_bytes()
+        else:  # a run with only model.pth: its tensors as safetensors
+            from mnist_kit.export import cpu_state_dict, safetensors_bytes
+
+            blob = safetensors_bytes(cpu_state_dict(model), {})
+        write_bytes_atomic(out / "model.safetensors", blob)
+        write_json_atomic(out / CONFIG, hub_config(run.metadata, hashlib.sha256(blob).hexdigest()))
+        card = model_card(run.metadata, out.resolve().name, measured_limits(model, run_dataset(run, data_dir)))
+        write_bytes_atomic(out / "README.md", str(card).encode())
+    except OSError as error:
+        raise UserError(f"cannot write into {out}: {error.strerror or error}") from None
+    return out
+
