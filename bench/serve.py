@@ -14,6 +14,7 @@ import argparse
 import http.client
 import io
 import json
+import socket
 import statistics
 import subprocess
 import sys
@@ -58,8 +59,17 @@ def requests_to_send(name: str) -> dict[str, tuple[str, bytes, str]]:
                                          "application/json")}
 
 
-def client(port: int, path: str, body: bytes, content_type: str, until: float, latencies: list, failures: list):
+def connect(port: int) -> http.client.HTTPConnection:
+    """A kept-alive connection with Nagle off, as browsers, curl and urllib3 do (http.client sends the headers and
+    the body in two writes: with Nagle on, each request would wait for the server's delayed ACK, about 40 ms)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.connect()
+    conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return conn
+
+
+def client(port: int, path: str, body: bytes, content_type: str, until: float, latencies: list, failures: list):
+    conn = connect(port)
     headers = {"Content-Type": content_type, "Host": f"127.0.0.1:{port}"}
     while time.perf_counter() < until:
         start = time.perf_counter()
@@ -69,7 +79,7 @@ def client(port: int, path: str, body: bytes, content_type: str, until: float, l
         if response.status != 200:
             failures.append(response.status)
             conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn = connect(port)
             continue
         latencies.append(time.perf_counter() - start)
     conn.close()

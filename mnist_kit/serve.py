@@ -337,8 +337,11 @@ def app_from_env():
 def listening_socket(host: str, port: int) -> socket.socket:
     """A bound socket (port 0: any free one), or a one-line error."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, or asyncio leaves Nagle on for the connections it accepts: every answer on a kept-alive
+    # connection then waits ~40 ms for the client's delayed ACK (measured: 44 ms a request instead of 1 ms)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets (Linux)
     try:
         sock.bind((host, port))
     except OSError as error:
@@ -369,13 +372,20 @@ def serve_workers(run_path: Path | str, host: str, port: int, workers: int, name
     """Serve with several uvicorn worker processes (each loads the model; uvicorn shares the socket)."""
     require_fastapi()
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     load_served(run_path, name)  # a bad run is one line here, not a crash in every worker
     os.environ[RUN_ENV] = json.dumps({"run": str(Path(run_path).resolve()), "name": name,
                                       "hosts": allowed_hosts(host, allow_hosts)})
-    uvicorn.run("mnist_kit.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
-                limit_concurrency=limit_concurrency, backlog=2048, timeout_keep_alive=5, log_level="warning",
-                access_log=False)
+    config = uvicorn.Config("mnist_kit.serve:app_from_env", factory=True, workers=workers,
+                            limit_concurrency=limit_concurrency, backlog=2048, timeout_keep_alive=5,
+                            log_level="warning", access_log=False)
+    sock = listening_socket(host, port)  # ours, not uvicorn's bind_socket(): that one leaves Nagle on
+    sock.set_inheritable(True)
+    try:
+        Multiprocess(config, sockets=[sock]).run()
+    finally:
+        sock.close()
 
 
 def ray_deployment():
