@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import signal
 import time
 import warnings
 from pathlib import Path
@@ -439,16 +440,20 @@ def serve_command(run: RunPath,
                      f"reach port {port} can use it); --host 127.0.0.1 keeps it to this machine", highlight=False,
                      soft_wrap=True)
     if backend == "ray":
-        serve_on_ray(run, address, replicas, host, port, name, allow_host or [])
-        console.print(f"Serving {run} on Ray Serve at http://{host}:{port}/ with {replicas} replica"
-                      f"{'s' * (replicas > 1)} (Ctrl-C stops)", highlight=False, soft_wrap=True)
-        try:
+        try:  # Ctrl-C while deploying or serving: the same clean teardown
+            serve_on_ray(run, address, replicas, host, port, name, allow_host or [])
+            console.print(f"Serving {run} on Ray Serve at http://{host}:{port}/ with {replicas} replica"
+                          f"{'s' * (replicas > 1)} (Ctrl-C stops)", highlight=False, soft_wrap=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
         finally:
-            stop_ray_serve()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the teardown
+            try:
+                stop_ray_serve()
+            finally:
+                signal.signal(signal.SIGINT, previous)
         console.print("stopped")
         return
     if workers > 1:

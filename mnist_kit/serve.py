@@ -438,9 +438,10 @@ def serve_on_ray(run_path: Path | str, address: str | None, replicas: int, host:
 
 
 def stop_ray_serve() -> None:
-    """Tear the Serve application and this driver's Ray connection down."""
+    """Tear the Serve application and this driver's Ray connection down (nothing if Ray never started)."""
     import ray
     from ray import serve
 
-    serve.shutdown()
-    ray.shutdown()
+    if ray.is_initialized():
+        serve.shutdown()
+        ray.shutdown()
