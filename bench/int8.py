@@ -1,6 +1,6 @@
 """ONNX export, float and INT8: each file's size and its test accuracy under onnxruntime, against PyTorch's.
 
-    python bench/onnx.py RUN [RUN ...] [--results bench/results]
+    python bench/int8.py RUN [RUN ...] [--results bench/results]
 
 For each run (e.g. the ones `make bench-ensemble` and `make bench-seeds RECIPE=best` keep in runs/bench), writes
 RUN/model.onnx and RUN/model-int8.onnx (`mnist-kit export RUN --int8`: static QDQ quantization, per-channel,
@@ -47,7 +47,7 @@ def main():
         row = {"run": run_path.name, "recipe": run.recipe.name, "pytorch_test_accuracy": run.metadata["test_accuracy"]}
         for kind, path in (("float", run.run_dir / "model.onnx"), ("int8", int8)):
             accuracy, ms = onnx_accuracy(path, images, labels)
-            row[kind] = {"bytes": path.stat().st_size, "test_accuracy": accuracy, "ms_per_1000_images": ms}
+            row[kind] = {"bytes": path.stat().st_size, "test_accuracy": accuracy, "thousand_images_ms": ms}
         row["size_ratio"] = row["float"]["bytes"] / row["int8"]["bytes"]
         row["accuracy_change_points"] = 100 * (row["int8"]["test_accuracy"] - row["float"]["test_accuracy"])
         rows.append(row)
