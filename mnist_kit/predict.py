@@ -136,11 +136,13 @@ def running_max(x: np.ndarray, k: int, axis: int) -> np.ndarray:
 def running_mean(x: np.ndarray, k: int, axis: int) -> np.ndarray:
     """The mean over a centred window of k pixels along `axis`, counting only pixels inside the image (avg_pool2d
     with count_include_pad=False), from cumulative sums."""
-    x = np.ascontiguousarray(np.moveaxis(x, axis, -1))
-    n, r = x.shape[-1], k // 2
-    sums = np.cumsum(np.pad(x, [(0, 0)] * (x.ndim - 1) + [(1, 0)]), axis=-1, dtype=np.float64)
+    n, r = x.shape[axis], k // 2
+    sums = np.zeros([n + 1 if a == axis else size for a, size in enumerate(x.shape)], dtype=np.float64)
+    after_first = tuple(slice(1, None) if a == axis else slice(None) for a in range(x.ndim))
+    np.cumsum(x, axis=axis, dtype=np.float64, out=sums[after_first])  # along the axis in place: no transposed copy
     low, high = np.clip(np.arange(n) - r, 0, n), np.clip(np.arange(n) + r + 1, 0, n)
-    return np.moveaxis(((sums[..., high] - sums[..., low]) / (high - low)).astype(np.float32), -1, axis)
+    counts = (high - low).reshape([n if a == axis else 1 for a in range(x.ndim)])
+    return ((np.take(sums, high, axis=axis) - np.take(sums, low, axis=axis)) / counts).astype(np.float32)
 
 
 def ink_image(gray: np.ndarray, name: str = "image") -> np.ndarray:
