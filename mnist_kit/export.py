@@ -165,7 +165,7 @@ def with_metadata(onnx_model: bytes, properties: dict[str, str]) -> bytes:
     return proto.SerializeToString()
 
 
-def onnx_properties(metadata: dict, run_name: str) -> dict[str, str]:
+def onnx_properties(metadata: dict, recipe_name: str, run_name: str) -> dict[str, str]:
     """How to feed and read the model: normalization, input shape, class names, the recipe and run it came from."""
     data = metadata["data"]
     return {"mnist_kit.preprocessing": "grey 28x28, white ink on black, pixel / 255, then (x - mean) / std",
@@ -173,8 +173,8 @@ def onnx_properties(metadata: dict, run_name: str) -> dict[str, str]:
             "mnist_kit.input_shape": json.dumps(metadata["input_shape"]),
             "mnist_kit.classes": json.dumps(metadata["classes"]),
             "mnist_kit.output": "scores: log-probabilities or logits per class (softmax gives probabilities)",
-            "mnist_kit.recipe": metadata["recipe"]["name"], "mnist_kit.run": run_name,
-            "mnist_kit.test_accuracy": repr(metadata["test_accuracy"]), "mnist_kit.version": mnist_kit.__version__}
+            "mnist_kit.recipe": recipe_name, "mnist_kit.run": run_name,
+            "mnist_kit.test_accuracy": repr(metadata.get("test_accuracy")), "mnist_kit.version": mnist_kit.__version__}
 
 
 def save_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,

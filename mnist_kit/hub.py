@@ -25,17 +25,20 @@ CONFIG_KEYS = ("schema", "recipe", "recipe_hash", "seed", "parameters", "input_s
                "versions", "git_commit", "started", "wall_seconds")
 
 
-def hub_config(metadata: dict, weights_sha256: str) -> dict:
+def hub_config(metadata: dict, recipe, weights_sha256: str) -> dict:
     """config.json: what the Hub and other tools read first (model_type, labels, preprocessing), then the run's
-    metadata that opening it needs, with the SHA-256 of the folder's model.safetensors."""
+    metadata that opening it needs (the recipe in today's form), with the SHA-256 of the folder's model.safetensors."""
+    from mnist_kit.recipe import SCHEMA_VERSION, recipe_to_dict
+
     classes, data = metadata["classes"], metadata["data"]
-    return {"model_type": "mnist-kit", "architecture": metadata["recipe"]["config"]["model"]["name"],
+    return {"model_type": "mnist-kit", "architecture": recipe.config["model"]["name"],
             "num_labels": len(classes), "id2label": dict(enumerate(classes)),
             "label2id": {c: i for i, c in enumerate(classes)},
             "preprocessing": {"input_shape": metadata["input_shape"], "mean": data["mean"], "std": data["std"],
                               "steps": "grey, white ink on black, ink centred in 20x20 inside 28x28 by its centre of "
                                        "mass (as MNIST), pixel / 255, then (x - mean) / std"},
-            **{k: metadata[k] for k in CONFIG_KEYS if k in metadata}, "weights": {"model.safetensors": weights_sha256}}
+            **{k: metadata[k] for k in CONFIG_KEYS if k in metadata}, "schema": SCHEMA_VERSION,
+            "recipe": recipe_to_dict(recipe), "weights": {"model.safetensors": weights_sha256}}
 
 
 def rotated(images: torch.Tensor, degrees: float, fill: float) -> torch.Tensor:
@@ -70,7 +73,7 @@ def measured_limits(model, splits) -> list[tuple[str, float]]:
              accuracy(normalize(255 - splits.test_images, splits.mean, splits.std)))]
 
 
-def model_card(metadata: dict, name: str, limits: list[tuple[str, float]]):
+def model_card(metadata: dict, recipe, name: str, limits: list[tuple[str, float]]):
     """The model card: huggingface_hub's ModelCardData for the YAML header, then the text."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
@@ -84,18 +87,18 @@ def model_card(metadata: dict, name: str, limits: list[tuple[str, float]]):
         eval_results=[EvalResult(task_type="image-classification", dataset_type=hub_dataset, dataset_name=dataset,
                                  dataset_split="test", metric_type="accuracy",
                                  metric_value=metadata["test_accuracy"])])
-    per_class = "\n".join(f"| {c} | {a:.2%} |" for c, a in metadata["per_class_accuracy"].items())
+    per_class = "\n".join(f"| {c} | {a:.2%} |" for c, a in (metadata.get("per_class_accuracy") or {}).items())
     measured = "\n".join(f"| {what} | {value:.2%} |" for what, value in limits)
-    recipe = to_toml(metadata["recipe"]["config"])
+    recipe_text = to_toml(recipe.config)
     text = f"""---
 {card_data.to_yaml()}
 ---
 
 # {name}
 
-A {metadata["recipe"]["config"]["model"]["name"]} handwritten-{"digit" if dataset == "mnist" else "image"} \
+A {recipe.config["model"]["name"]} handwritten-{"digit" if dataset == "mnist" else "image"} \
 classifier ({metadata.get("parameters", 0):,} parameters) trained with mnist-kit from its \
-`{metadata["recipe"]["name"]}` recipe on the {data.get("train_images", 0):,} training images of {dataset}; \
+`{recipe.name}` recipe on the {data.get("train_images", 0):,} training images of {dataset}; \
 {metadata["test_accuracy"]:.2%} on its {data.get("test_images", 0):,} test images.
 
 ## Intended use
@@ -127,11 +130,11 @@ Test accuracy when the test images differ from the training images (measured whe
 
 ## Training
 
-Recipe `{metadata["recipe"]["name"]}`, seed {metadata.get("seed")}, {metadata.get("wall_seconds", 0):.0f} s on \
+Recipe `{recipe.name}`, seed {metadata.get("seed")}, {metadata.get("wall_seconds", 0):.0f} s on \
 {(metadata.get("machine") or {}).get("cpu") or "?"} (torch {(metadata.get("versions") or {}).get("torch")}):
 
 ```toml
-{recipe}```
+{recipe_text}```
 """
     return ModelCard(text)
 
@@ -158,8 +161,9 @@ def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str 
 
             blob = safetensors_bytes(cpu_state_dict(model), {})
         write_bytes_atomic(out / "model.safetensors", blob)
-        write_json_atomic(out / CONFIG, hub_config(run.metadata, hashlib.sha256(blob).hexdigest()))
-        card = model_card(run.metadata, out.resolve().name, measured_limits(model, run_dataset(run, data_dir)))
+        write_json_atomic(out / CONFIG, hub_config(run.metadata, run.recipe, hashlib.sha256(blob).hexdigest()))
+        card = model_card(run.metadata, run.recipe, out.resolve().name,
+                          measured_limits(model, run_dataset(run, data_dir)))
         write_bytes_atomic(out / "README.md", str(card).encode())
     except OSError as error:
         raise UserError(f"cannot write into {out}: {error.strerror or error}") from None

@@ -257,7 +257,7 @@ def export_run(path: Path | str, fmt: str = "onnx", int8: bool = False, data_dir
     target = run.run_dir / "model.onnx"
     try:
         written = save_onnx(build_run_model(run), tuple(run.metadata["input_shape"]), target,
-                            onnx_properties(run.metadata, run.run_dir.name))
+                            onnx_properties(run.metadata, run.recipe.name, run.run_dir.name))
         if int8:
             images, _ = calibration_split(run, data_dir, calibration_images)
             written = save_onnx_int8(written, run.run_dir / "model-int8.onnx", images)

@@ -366,7 +366,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                     with timing(phases, "checkpoint"):
                         writing(run_dir / "last.pth", save_last, run_dir, training_state(
                             recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
-                    write_history_csv(run_dir, history)
+                    writing(run_dir / "history.csv", write_history_csv, run_dir, history)
                     if events:
                         log_steps(events, epoch, steps, trained.step_losses, trained.lrs)
                         log_epoch(events, history[-1], steps)

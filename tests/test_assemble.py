@@ -116,7 +116,7 @@ def test_a_loss_that_goes_nan_stops_with_one_line_and_keeps_the_last_good_epoch(
                           "not a finite number at epoch 2, step 16 (lr 0.001)", "try a lower learning rate",
                           "last.pth keeps epoch 1 of 3, nothing was exported")
     (run_dir,) = (tmp_path / "runs").iterdir()
-    assert sorted(p.name for p in run_dir.iterdir()) == ["last.pth"], line
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "last.pth"], line
     early = write_recipe(tmp_path / "early.toml", text.replace("after = 40", "after = 3"))
     one_line_error(invoke("train", early, "--out", tmp_path / "early"), "epoch 1, step 4", "nothing was kept")
     assert not list((tmp_path / "early").iterdir())

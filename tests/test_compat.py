@@ -58,6 +58,11 @@ def test_eval_plot_predict_and_export_open_an_old_run(old_run, tmp_path):
     assert entry["digit"] in "0123456789"
     pytest.importorskip("onnx")
     assert export_run(old_run.run_dir).stat().st_size > 1000
+    pytest.importorskip("huggingface_hub")
+    from mnist_kit.hub import save_hub_folder
+
+    hub = save_hub_folder(old_run.run_dir, tmp_path / "hub")  # today's recipe form in config.json: it opens
+    assert evaluate_run(hub, write=False)["accuracy"] == old_run.test_accuracy
 
 
 def test_an_old_last_pth_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch):

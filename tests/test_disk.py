@@ -62,11 +62,12 @@ def test_a_full_disk_keeps_the_last_good_epoch_and_resumes_once_there_is_room(sm
     assert f"cannot write {run_dir}/last.pth: No space left on device" in line
     assert f"{run_dir}/last.pth keeps epoch 1 of 2: make room, then resume with: mnist-kit train --resume {run_dir}" \
            in line
-    assert sorted(p.name for p in run_dir.iterdir()) == ["last.pth"]  # no temporary file left behind
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "last.pth"]  # no temporary file left
     mount("-o", "remount,size=20m", small_disk)  # make room
     resumed = runner.invoke(app, ["train", "--resume", str(run_dir), "--quiet"])
     assert resumed.exit_code == 0, resumed.output
-    assert sorted(p.name for p in run_dir.iterdir()) == ["metadata.json", "model.pth", "model.safetensors"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "metadata.json", "model.pth",
+                                                         "model.safetensors"]
 
 
 def test_a_disk_too_full_for_the_first_epoch_leaves_no_folder(small_disk, tmp_path):

@@ -30,9 +30,10 @@ def run(tmp_path_factory):
     return train(recipe, out_dir=folder / "runs", quiet=True, console=Console(quiet=True))
 
 
-def test_run_folder_holds_the_three_files(run):
+def test_run_folder_holds_the_weights_metadata_and_history(run):
     assert run.run_dir.name.startswith("quick-")
-    assert sorted(p.name for p in run.run_dir.iterdir()) == ["metadata.json", "model.pth", "model.safetensors"]
+    assert sorted(p.name for p in run.run_dir.iterdir()) == ["history.csv", "metadata.json", "model.pth",
+                                                             "model.safetensors"]
 
 
 def test_pth_is_the_reference_checkpoint_and_loads_weights_only(run):
