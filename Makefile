@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records bench-tune need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -26,6 +26,7 @@ help:
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make bench-records                                            the records table's rows over seeds (about 2 hours)"
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
+	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
 	@echo "make data                                                     fetch and verify MNIST into data/"
 	@echo "make lint                                                     ruff"
 
@@ -95,6 +96,13 @@ bench-records: $(STAMP)
 bench-tune: $(STAMP)
 	$(CLI) data fetch
 	$(PY) bench/tune.py --results bench/results
+
+# serving and shipping: bench/serve.py trains fast itself; bench/int8.py uses the runs bench-ensemble and
+# bench-seeds RECIPE=best keep
+bench-ship: $(STAMP)
+	$(CLI) data fetch
+	$(PY) bench/serve.py --results bench/results
+	$(PY) bench/int8.py runs/bench/fast-seed-0 runs/bench/best-seed-1 --results bench/results
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench
