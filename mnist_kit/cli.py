@@ -414,6 +414,8 @@ def serve_command(run: RunPath,
                       "machine has behind a proxy or in DNS). Repeatable.")] = None,
                   workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes, each with "
                                                        "its own copy of the model.")] = 1,
+                  limit: Annotated[int, typer.Option("--limit", min=1, help="Connections a process holds at once; "
+                                                     "beyond, requests get 503.")] = 64,
                   backend: Annotated[str, typer.Option("--backend", help="local (uvicorn here) or ray (a Ray Serve "
                                                        "deployment; pip install -e '.[cluster]').")] = "local",
                   address: Annotated[str | None, typer.Option(
@@ -461,9 +463,9 @@ def serve_command(run: RunPath,
             raise UserError("--workers > 1 cannot import --plugin models in its worker processes; use one worker")
         console.print(f"Serving {run} on http://{host}:{port}/ with {workers} workers (Ctrl-C stops)",
                       highlight=False, soft_wrap=True)
-        serve_workers(run, host, port, workers, name, allow_host or [])
+        serve_workers(run, host, port, workers, name, allow_host or [], limit)
         return
-    server, sock = make_server(run, host, port, name, allow_host or [])
+    server, sock = make_server(run, host, port, name, allow_host or [], limit_concurrency=limit)
     bound = sock.getsockname()[1]
     console.print(f"Serving {run} on http://{host}:{bound}/ (the draw page; v2 at /v2/models/{server.model_name}, "
                   f"API docs at /docs; Ctrl-C stops)", highlight=False, soft_wrap=True)

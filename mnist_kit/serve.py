@@ -38,6 +38,7 @@ BODY_SECONDS = 10.0  # a request's body must arrive within this
 MAX_BATCH = 512  # images in one v2 infer request
 LIMIT_CONCURRENCY = 64  # connections and tasks at once; uvicorn answers 503 beyond
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+HTTP_PROTOCOL = "mnist_kit.http_deadline:HeaderDeadlineH11"  # uvicorn's h11, with a deadline for headers
 RUN_ENV = "MNIST_KIT_SERVE"  # what uvicorn's worker processes read to build the app (--workers > 1)
 
 
@@ -361,7 +362,7 @@ def make_server(run_path: Path | str, host: str = "127.0.0.1", port: int = 8000,
     app = make_app(load_served(run_path, name), allowed_hosts(host, list(allow_hosts)), body_seconds)
     sock = listening_socket(host, port)
     config = uvicorn.Config(app, limit_concurrency=limit_concurrency, backlog=backlog, timeout_keep_alive=5,
-                            log_level="warning", access_log=False)
+                            http=HTTP_PROTOCOL, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.model_name = app.app.state.model_name
     return server, sock
@@ -379,7 +380,7 @@ def serve_workers(run_path: Path | str, host: str, port: int, workers: int, name
                                       "hosts": allowed_hosts(host, allow_hosts)})
     config = uvicorn.Config("mnist_kit.serve:app_from_env", factory=True, workers=workers,
                             limit_concurrency=limit_concurrency, backlog=2048, timeout_keep_alive=5,
-                            log_level="warning", access_log=False)
+                            http=HTTP_PROTOCOL, log_level="warning", access_log=False)
     sock = listening_socket(host, port)  # ours, not uvicorn's bind_socket(): that one leaves Nagle on
     sock.set_inheritable(True)
     try:

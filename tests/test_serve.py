@@ -283,3 +283,18 @@ def test_the_listening_socket_turns_nagle_off_for_every_connection():
         assert sock.proto == socket.IPPROTO_TCP and sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
     finally:
         sock.close()
+
+
+def test_a_request_whose_headers_never_finish_is_closed(trained_run, monkeypatch):
+    # uvicorn alone keeps such a connection (and a concurrency slot) open forever: a few dozen would lock users out
+    import mnist_kit.http_deadline
+
+    monkeypatch.setattr(mnist_kit.http_deadline, "HEADER_SECONDS", 1.0)
+    with serving(trained_run.run_dir) as address:
+        host, port = address.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1")  # and nothing more
+            start = time.monotonic()
+            assert slow.recv(100) == b"" and time.monotonic() - start < 5  # closed by the server
+        with urllib.request.urlopen(address + "/v2/health/live", timeout=10) as response:
+            assert response.status == 200  # a prompt request on a new connection is answered as ever

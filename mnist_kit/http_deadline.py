@@ -1,0 +1,51 @@
+"""uvicorn's h11 protocol with a deadline for each request's headers.
+
+uvicorn has none: a client that sends half a request line, or a byte now and then, holds its connection (and one
+of `limit_concurrency`'s slots) forever; a few dozen such clients would shut everyone else out with 503s. Here
+the headers of each request must have arrived HEADER_SECONDS after the connection opened or the previous answer
+was sent, else the connection is closed. Bodies have their own deadline (mnist_kit.serve.Guard).
+"""
+
+import os
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+HEADER_SECONDS = float(os.environ.get("MNIST_KIT_HEADER_SECONDS", "10"))
+
+
+class HeaderDeadlineH11(H11Protocol):
+    """H11Protocol that closes a connection whose next request's headers are late."""
+
+    header_timer = None
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        self.arm()
+
+    def arm(self) -> None:
+        self.disarm()
+        self.header_timer = self.loop.call_later(HEADER_SECONDS, self.headers_too_slow)
+
+    def disarm(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.cycle is not None and not self.cycle.response_complete:  # the headers came: a request is running
+            self.disarm()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self.arm()
+
+    def connection_lost(self, exc) -> None:
+        self.disarm()
+        super().connection_lost(exc)
+
+    def headers_too_slow(self) -> None:
+        self.header_timer = None
+        if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
+            self.transport.close()
