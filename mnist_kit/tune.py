@@ -15,7 +15,6 @@ import json
 import math
 import shutil
 import time
-import tomllib
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
-from mnist_kit.recipe import load_recipe, recipe_path
+from mnist_kit.recipe import load_recipe, read_toml, recipe_path
 from mnist_kit.registry import closest
 
 INSTALL_OPTUNA = "pip install 'mnist-kit[tune]' (in this repo: .venv/bin/pip install -e '.[tune]')"
@@ -73,14 +72,7 @@ def check_dimension(path: Path, key: str, spec: Any) -> None:
 def read_study(path: Path | str) -> dict:
     """A study file, checked, with defaults filled in."""
     path = Path(path)
-    try:
-        study = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: invalid TOML: {error}") from error
-    except OSError as error:
-        raise UserError(f"{path}: cannot read: {error.strerror or error}") from error
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (a study file is TOML): {error}") from None
+    study = read_toml(path)
     for key in study:
         if key not in STUDY_KEYS:
             raise UserError(f"{path}: unknown key {key!r}; a study has {', '.join(STUDY_KEYS)}."
