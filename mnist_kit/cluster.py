@@ -9,10 +9,9 @@ import socket
 from pathlib import Path
 
 from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.invocation import install_hint
 from mnist_kit.recipe import load_recipe
 from mnist_kit.sweep import Backend, Point, failed_row, run_point
-
-INSTALL_HINT = "pip install -e '.[cluster]' (or pip install 'ray>=2.60')"
 
 
 def import_ray():
@@ -20,7 +19,7 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise UserError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+        raise UserError(f"--backend ray needs Ray, which is not installed: {install_hint('cluster')}") from None
     return ray
 
 

@@ -1,6 +1,5 @@
 """Data sets as in-memory tensors: the dataset registry, normalization, and seeded batch order."""
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,14 +7,21 @@ from pathlib import Path
 import torch
 
 from mnist_kit.errors import UserError
-from mnist_kit.fetch import FASHION_FILES, MNIST_FILES, fetch_fashion_mnist, fetch_mnist, read_idx
+from mnist_kit.fetch import (  # noqa: F401 (DATA_ENV re-exported)
+    DATA_ENV,
+    FASHION_FILES,
+    MNIST_FILES,
+    data_root,
+    fetch_fashion_mnist,
+    fetch_mnist,
+    read_idx,
+)
 from mnist_kit.registry import Registry
 
 DATASETS = Registry("dataset")
 DIGITS = [str(digit) for digit in range(10)]
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
-DATA_ENV = "MNIST_KIT_DATA"
 
 
 @dataclass(frozen=True)
@@ -80,11 +86,6 @@ class Splits:
     def spec(self) -> DatasetSpec:
         """What these splits are, in the form recipes are checked against."""
         return DatasetSpec(self.input_shape, self.classes, len(self.train_labels), len(self.test_labels))
-
-
-def data_root(data_dir: Path | str | None = None) -> Path:
-    """The data folder: the argument, else $MNIST_KIT_DATA, else ./data."""
-    return Path(data_dir or os.environ.get(DATA_ENV) or "data")
 
 
 def file_records(raw_dir: Path, expected: dict[str, tuple[int, str]]) -> dict[str, dict]:

@@ -2,6 +2,8 @@
 
 import os
 import platform
+import subprocess
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -26,12 +28,21 @@ def select_device(requested: str) -> torch.device:
 
 
 def cpu_model() -> str:
-    """The CPU's model name (another CPU gives other weights for the same seed: results say where they came from)."""
+    """The CPU's model name, as the operating system tells it (another CPU gives other weights for the same seed:
+    results say where they came from); the machine type where it tells none."""
     try:
+        if sys.platform == "darwin":
+            return subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True,
+                                  timeout=5, check=True).stdout.strip() or platform.machine()
+        if sys.platform == "win32":
+            import winreg
+
+            key = winreg.OpenKey(winreg.HKEY_LOCAL_MACHINE, r"HARDWARE\DESCRIPTION\System\CentralProcessor\0")
+            return str(winreg.QueryValueEx(key, "ProcessorNameString")[0]).strip()
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name"):  # x86; most ARM kernels do not say
                 return line.split(":", 1)[1].strip()
-    except OSError:
+    except (OSError, subprocess.SubprocessError):
         pass
     return platform.processor() or platform.machine()
 
@@ -43,12 +54,10 @@ def machine(device: torch.device) -> dict:
 
 
 def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (avx512_bf16 or AMX); elsewhere bf16 would be emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as torch detects it on any operating
+    system; elsewhere bf16 would be emulated, slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_precision(requested: str, device: torch.device) -> str:

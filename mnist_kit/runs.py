@@ -3,6 +3,7 @@
 import functools
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, norm
 from mnist_kit.device import precision_context
 from mnist_kit.errors import Notice, UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
-from mnist_kit.export import METADATA, PTH, SAFETENSORS, load_state_dict
+from mnist_kit.export import LATEST, METADATA, PTH, SAFETENSORS, load_state_dict
 from mnist_kit.fetch import sha256_file
 from mnist_kit.recipe import Recipe, run_recipe
 from mnist_kit.registry import closest
@@ -57,7 +58,7 @@ class Run:
 def find_run(path: Path | str) -> Run:
     """A run from its folder (model.safetensors, else model.pth; metadata.json, or a Hub folder's config.json) or
     from one of its weights files."""
-    path = Path(path)
+    path = pointed_run(Path(path))
     if path.is_dir():
         run_dir = path
         weights = next((run_dir / name for name in (SAFETENSORS, PTH) if (run_dir / name).is_file()), None)
@@ -83,6 +84,22 @@ def find_run(path: Path | str) -> Run:
         what = f"{error} is missing" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
         raise UserError(f"{meta_path}: not mnist-kit run metadata ({what})") from None
     return run
+
+
+def pointed_run(path: Path) -> Path:
+    """runs/latest as the run it names where it is a pointer file (no symlinks on that file system); any other
+    path as it is. The pointer holds a sibling folder's name and nothing else."""
+    if path.name != LATEST or not path.is_file() or path.stat().st_size > 4096:
+        if path.name == LATEST and path.is_symlink() and not path.exists():
+            raise UserError(f"{path} names {os.readlink(path)}, which is gone: give a run folder")
+        if path.name == LATEST and not path.exists():
+            raise UserError(f"no run at {path}: it names the last run that finished in {path.parent}, and none has "
+                            f"(train one with: mnist-kit train RECIPE)")
+        return path
+    name = path.read_text(encoding="utf-8", errors="replace").strip()
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise UserError(f"{path}: not a pointer to a run folder (it should hold one folder name)")
+    return path.parent / name
 
 
 def read_config(path: Path) -> dict:

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from mnist_kit.errors import UserError
+from mnist_kit.invocation import install_hint
 from mnist_kit.predict import SERVE_MAX_PIXELS, classify, decode_gray, gray_png, mnist_like, normalize_image
 
 PAGE = Path(__file__).parent / "static" / "draw.html"
-INSTALL_SERVE = "pip install 'mnist-kit[serve]' (in this repo: .venv/bin/pip install -e '.[serve]')"
 MAX_REQUEST = 8 * 2**20  # bytes: a canvas PNG is a few KiB, a JSON batch of 256 28x28 images about 2 MiB
 BODY_SECONDS = 10.0  # a request's body must arrive within this
 MAX_BATCH = 512  # images in one v2 infer request
@@ -236,7 +236,7 @@ def require_fastapi():
         import fastapi  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
-        raise UserError(f"mnist-kit serve needs FastAPI and uvicorn: {INSTALL_SERVE}") from None
+        raise UserError(f"mnist-kit serve needs FastAPI and uvicorn: {install_hint('serve')}") from None
 
 
 def make_app(served: Served, hosts: list[str], body_seconds: float = BODY_SECONDS):
@@ -427,7 +427,7 @@ def serve_on_ray(run_path: Path | str, address: str | None, replicas: int, host:
         import ray
         from ray import serve
     except ImportError as error:
-        raise UserError(f"--backend ray needs Ray Serve: pip install 'mnist-kit[cluster]' ({error})") from None
+        raise UserError(f"--backend ray needs Ray Serve: {install_hint('cluster')} ({error})") from None
     run_path = Path(run_path).resolve()
     load_served(run_path, name)  # a bad run is one line here, not a failing replica
     ray.init(address=address or os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,

@@ -96,7 +96,7 @@ def finished_run(point: Point) -> Path | None:
     """The point's finished run folder (metadata.json, no last.pth) trained from the point's whole recipe, if any:
     after a change to the sweep's [set], the base recipe or a plugin, the point trains again."""
     for meta_path in sorted(point.folder.glob("*/metadata.json")):
-        if (meta_path.parent / "last.pth").exists():
+        if (meta_path.parent / "last.pth").exists() or meta_path.parent.is_symlink():  # `latest` names one of them
             continue
         try:
             metadata = json.loads(meta_path.read_text())
@@ -113,6 +113,8 @@ def unfinished_run(point: Point) -> Path | None:
     from mnist_kit.checkpoint import load_last
 
     for last in sorted(point.folder.glob("*/last.pth")):
+        if last.parent.is_symlink():
+            continue
         try:
             if recipe_hash(recipe_from_dict(load_last(last.parent)["recipe"])) == point.recipe_hash:
                 return last.parent

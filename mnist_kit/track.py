@@ -14,10 +14,10 @@ from torch import nn
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
+from mnist_kit.invocation import install_hint
 
 HISTORY_CSV = "history.csv"
 EVENTS_DIR = "tensorboard"  # inside the run folder: `tensorboard --logdir runs` finds every run's
-INSTALL_TENSORBOARD = "pip install 'mnist-kit[tensorboard]' (in this repo: .venv/bin/pip install -e '.[tensorboard]')"
 WORST = 32  # mistakes shown at the end, the most confident first
 
 
@@ -37,8 +37,8 @@ def check_loggers(names: list[str]) -> None:
         try:
             import tensorboard  # noqa: F401  (torch.utils.tensorboard needs it)
         except ImportError:
-            raise UserError(f'train.log = ["tensorboard"] needs the tensorboard package: {INSTALL_TENSORBOARD}') \
-                from None
+            hint = install_hint("tensorboard")
+            raise UserError(f'train.log = ["tensorboard"] needs the tensorboard package: {hint}') from None
 
 
 def open_events(run_dir: Path, done_steps: int):

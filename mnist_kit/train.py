@@ -5,6 +5,7 @@ import random
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mnist_kit import export
 from mnist_kit.assemble import Parts, build_parts, check_last_batch, check_registered
+from mnist_kit.atomic import point_atomic
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize, validation_split
 from mnist_kit.device import machine, precision_context, resolve_precision
@@ -34,8 +36,9 @@ from mnist_kit.distributed import (
     share,
     sum_in_place,
 )
-from mnist_kit.errors import Diverged, Interrupted, UserError
+from mnist_kit.errors import Diverged, Interrupted, Notice, UserError
 from mnist_kit.evaluate import evaluate
+from mnist_kit.invocation import command, tool
 from mnist_kit.models import count_parameters
 from mnist_kit.progress import make_display
 from mnist_kit.recipe import (
@@ -349,7 +352,8 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     events = open_events(run_dir, len(history) * steps) if "tensorboard" in logs and world.main else None
     try:
         with stop_signals() as signals, make_display(console, quiet, len(data.val_y) > 0) as display:
-            display.start(title(recipe, loop, device, len(history) if state else None), epochs, steps)
+            display.start(title(recipe, loop, device, len(history) if state else None, data_dir, run_dir), epochs,
+                          steps)
             for row in history:
                 display.epoch(row)
             for epoch in range(len(history) + 1, epochs + 1):
@@ -382,6 +386,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
             metadata["phase_seconds"] = phases
             if world.main:
                 save_run(run_dir, parts.final, recipe, metadata)
+                point_latest(run_dir)
             if events:
                 log_end(events, metadata, to_toml(config), parts.final, data.test_x, data.test_y,
                         len(history) * steps)
@@ -403,6 +408,15 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
         remove_last(run_dir)
     return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name,
                      test_accuracy=scores["test"]["accuracy"], metadata=metadata)
+
+
+def point_latest(run_dir: Path) -> None:
+    """runs/latest names the run that finished last (make eval/plot/docs use it); a failure is only a warning."""
+    link = run_dir.parent / export.LATEST
+    try:
+        point_atomic(link, run_dir.name)
+    except OSError as error:
+        warnings.warn(Notice(f"cannot point {link} at {run_dir.name}: {error.strerror or error}"), stacklevel=1)
 
 
 def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | None, keep: str,
@@ -438,13 +452,15 @@ def writing(path: Path, write, *args):
         raise NotWritten(path, error) from error
 
 
-def title(recipe: Recipe, loop: Loop, device: torch.device, resumed_after: int | None) -> str:
-    """The line above the progress display."""
+def title(recipe: Recipe, loop: Loop, device: torch.device, resumed_after: int | None, data_dir,
+          run_dir: Path | None) -> str:
+    """The lines above the progress display: what trains, and where its data and its run folder are."""
     world = loop.world
     return (f"{recipe.name}: {count_parameters(loop.parts.model):,} parameters, {len(loop.data.train_y):,} training "
             f"images, batch {loop.batch_size}, epochs {recipe.config['train']['epochs']}, on {device}"
             + (f" x {world.size} processes ({world.backend})" if world.size > 1 else "")
-            + (f", resuming after epoch {resumed_after}" if resumed_after is not None else ""))
+            + (f", resuming after epoch {resumed_after}" if resumed_after is not None else "")
+            + f"\n  data in {data_root(data_dir)}" + (f", run folder {run_dir}" if run_dir else ""))
 
 
 def forget_empty(run_dir: Path | None, done: int) -> bool:
@@ -467,8 +483,8 @@ def interrupted(run_dir: Path | None, done: int, epochs: int, world: World = ALO
 
 def resume_command(world: World) -> str:
     """How to continue a run, on as many processes as it had."""
-    return ("torchrun --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
-            else "mnist-kit train --resume")
+    return (f"{tool('torchrun')} --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
+            else f"{command()} train --resume")
 
 
 def stopped(stop: Diverged, run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> UserError:

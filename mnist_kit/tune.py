@@ -23,10 +23,10 @@ from typing import Any
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
+from mnist_kit.invocation import install_hint
 from mnist_kit.recipe import load_recipe, read_toml, recipe_path
 from mnist_kit.registry import closest
 
-INSTALL_OPTUNA = "pip install 'mnist-kit[tune]' (in this repo: .venv/bin/pip install -e '.[tune]')"
 STUDY_KEYS = ("description", "recipe", "trials", "minutes", "sampler", "pruner", "seed", "heartbeat_seconds",
               "grace_seconds", "set", "space")
 SAMPLERS = ("tpe", "random")
@@ -41,7 +41,7 @@ def require_optuna():
     try:
         import optuna
     except ImportError:
-        raise UserError(f"mnist-kit tune needs Optuna: {INSTALL_OPTUNA}") from None
+        raise UserError(f"mnist-kit tune needs Optuna: {install_hint('tune')}") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 

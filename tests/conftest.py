@@ -1,11 +1,11 @@
 """Shared fixtures: the real MNIST files (fetched once per session) and short real training runs."""
 
-import os
 from pathlib import Path
 
 import pytest
 
 from mnist_kit.data import DATA_ENV, load_dataset
+from mnist_kit.fetch import data_root as default_data_root
 from mnist_kit.fetch import fetch_mnist
 
 REPO = Path(__file__).resolve().parent.parent
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The data folder, with the four verified MNIST files (fetched through the real sources if missing)."""
-    root = Path(os.environ.get(DATA_ENV) or REPO / "data")
+    root = default_data_root()  # $MNIST_KIT_DATA, else the user's cache folder: where `make train` put it
     fetch_mnist(root)
     return root
 
@@ -40,6 +40,11 @@ def one_line_error(result, *fragments) -> str:
         assert fragment in lines[0], (fragment, lines[0])
     assert "Traceback" not in result.output
     return lines[0]
+
+
+def run_folders(folder: Path) -> list[Path]:
+    """The run folders in `folder` (not the `latest` link beside them)."""
+    return sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink())
 
 
 def write_recipe(path: Path, text: str) -> Path:

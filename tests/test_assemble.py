@@ -17,7 +17,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.optim import OPTIMIZERS, SCHEDULERS
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from tests.conftest import QUICK, one_line_error, write_recipe
+from tests.conftest import QUICK, one_line_error, run_folders, write_recipe
 
 runner = CliRunner()
 quiet = {"quiet": True, "console": Console(quiet=True)}
@@ -115,7 +115,7 @@ def test_a_loss_that_goes_nan_stops_with_one_line_and_keeps_the_last_good_epoch(
     line = one_line_error(invoke("train", recipe, "--out", tmp_path / "runs"),
                           "not a finite number at epoch 2, step 16 (lr 0.001)", "try a lower learning rate",
                           "last.pth keeps epoch 1 of 3, nothing was exported")
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "runs")
     assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "last.pth"], line
     early = write_recipe(tmp_path / "early.toml", text.replace("after = 40", "after = 3"))
     one_line_error(invoke("train", early, "--out", tmp_path / "early"), "epoch 1, step 4", "nothing was kept")
@@ -154,7 +154,7 @@ def test_fallback_says_what_it_trains_carries_overrides_and_can_be_turned_off(tm
     short = ["--set", "data.limit=300", "--set", "train.epochs=1", "--set", "model.dropout=0.1"]
     off = invoke("train", "baseline", *short, "--no-fallback", "--out", tmp_path / "off")
     assert off.exit_code == 0, off.output
-    assert "--no-fallback: improved is not trained" in off.output and len(list((tmp_path / "off").iterdir())) == 1
+    assert "--no-fallback: improved is not trained" in off.output and len(run_folders(tmp_path / "off")) == 1
     on = invoke("train", "baseline", *short, "--set", "model.hidden=[64]", "--set", "model.batchnorm=false",
                 "--out", tmp_path / "on")
     assert on.exit_code == 0, on.output

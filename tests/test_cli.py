@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from mnist_kit.cli import app
-from tests.conftest import QUICK, write_recipe
+from tests.conftest import QUICK, run_folders, write_recipe
 
 runner = CliRunner()
 
@@ -30,7 +30,7 @@ def test_train_writes_a_run_and_says_where(tmp_path):
     recipe = write_recipe(tmp_path / "quick.toml", QUICK)
     result = invoke("train", recipe, "--set", "data.limit=2000", "--set", "train.seed=3", "--out", tmp_path / "runs")
     assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "runs")
     assert run_dir.name in result.output.replace("\n", "")
     meta = json.loads((run_dir / "metadata.json").read_text())
     assert meta["recipe"]["config"]["train"]["seed"] == 3 and meta["data"]["train_images"] == 2000
@@ -77,5 +77,5 @@ def test_help_keeps_square_brackets():
     """Help texts say [default: ...] and .[cluster]: they must not be eaten as rich markup."""
     result = CliRunner().invoke(app, ["sweep", "--help"], terminal_width=200)
     assert result.exit_code == 0
-    assert "[default: runs/sweeps/NAME]" in result.output and "'.[cluster]'" in result.output
-    assert "[default: $MNIST_KIT_DATA or ./data]" in result.output
+    assert "[default: runs/sweeps/NAME]" in result.output and "the [cluster] extra" in result.output
+    assert "[default: $MNIST_KIT_DATA, else the user's cache: ~/.cache/mnist-kit on Linux]" in result.output

@@ -17,7 +17,7 @@ from mnist_kit.predict import predict_files
 from mnist_kit.recipe import recipe_from_dict, run_recipe
 from mnist_kit.runs import evaluate_run, export_run, find_run, plot_run
 from mnist_kit.train import resume, train
-from tests.conftest import REPO
+from tests.conftest import REPO, run_folders
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1"
 quiet = {"quiet": True, "console": Console(quiet=True)}
@@ -77,7 +77,7 @@ def test_an_old_last_pth_resumes_to_the_uninterrupted_run(tmp_path, monkeypatch)
     with pytest.raises(Interrupted, match="keeps epoch 1 of 2"):
         train(old_recipe(), out_dir=tmp_path / "runs", **quiet)
     monkeypatch.undo()
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "runs")
     state = torch.load(run_dir / LAST, weights_only=True)
     del state["schema"]
     state["recipe"] = json.loads((FIXTURE / "last-recipe.json").read_text())  # the record as written before

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnist_kit.cli import app
-from tests.conftest import QUICK, write_recipe
+from tests.conftest import QUICK, run_folders, write_recipe
 
 runner = CliRunner()
 
@@ -58,10 +58,10 @@ def test_a_full_disk_keeps_the_last_good_epoch_and_resumes_once_there_is_room(sm
     recipe = write_recipe(tmp_path / "r.toml", text)
     result = runner.invoke(app, ["train", str(recipe), "--out", str(small_disk), "--quiet"])
     line = error_line(result)
-    (run_dir,) = small_disk.iterdir()
+    (run_dir,) = run_folders(small_disk)
     assert f"cannot write {run_dir}/last.pth: No space left on device" in line
-    assert f"{run_dir}/last.pth keeps epoch 1 of 2: make room, then resume with: mnist-kit train --resume {run_dir}" \
-           in line
+    assert f"{run_dir}/last.pth keeps epoch 1 of 2: make room, then resume with: " in line \
+        and line.endswith(f" train --resume {run_dir}")
     assert sorted(p.name for p in run_dir.iterdir()) == ["history.csv", "last.pth"]  # no temporary file left
     mount("-o", "remount,size=20m", small_disk)  # make room
     resumed = runner.invoke(app, ["train", "--resume", str(run_dir), "--quiet"])

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,7 +17,7 @@ from mnist_kit.export import load_state_dict
 from mnist_kit.recipe import load_recipe
 from mnist_kit.runs import evaluate_run
 from mnist_kit.train import resume, train
-from tests.conftest import QUICK, REPO, write_recipe
+from tests.conftest import QUICK, REPO, run_folders, write_recipe
 
 # No dropout and no BatchNorm: nothing that differs between one process and two but the summation order.
 PLAIN = """
@@ -68,7 +69,7 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path, data_root):
     recipe = write_recipe(tmp_path / "plain.toml", PLAIN)
     done = torchrun(recipe, tmp_path / "ddp", data_root)
     assert done.returncode == 0, done.stderr[-2000:]
-    (run_dir,) = (tmp_path / "ddp").iterdir()
+    (run_dir,) = run_folders(tmp_path / "ddp")
     reference = single(recipe, tmp_path / "one")
     # the same parameter names (no "module." prefix), and after 100 Adam steps with the same global batches only the
     # order of float sums differs (measured 7.3e-7); gradients not averaged across processes, or another batch
@@ -84,7 +85,7 @@ def test_batchnorm_and_dropout_recipe_reaches_the_same_accuracy(tmp_path, data_r
     recipe = write_recipe(tmp_path / "bn.toml", QUICK.replace("limit = 5000", "limit = 6400"))
     done = torchrun(recipe, tmp_path / "ddp", data_root)
     assert done.returncode == 0, done.stderr[-2000:]
-    (run_dir,) = (tmp_path / "ddp").iterdir()
+    (run_dir,) = run_folders(tmp_path / "ddp")
     accuracy = json.loads((run_dir / "metadata.json").read_text())["test_accuracy"]
     # each process evaluated half the test split with rank 0's BatchNorm statistics: the sum is rank 0's model
     assert evaluate_run(run_dir, write=False)["accuracy"] == accuracy
@@ -111,8 +112,8 @@ def test_ctrl_c_on_torchrun_keeps_the_last_epoch_and_any_world_size_resumes(tmp_
             break
     _, err = process.communicate(timeout=120)
     assert process.returncode != 0
-    (run_dir,) = (tmp_path / "ddp").iterdir()
-    assert f"resume with: torchrun --nproc_per_node N -m mnist_kit train --resume {run_dir}" in err
+    (run_dir,) = run_folders(tmp_path / "ddp")
+    assert re.search(rf"resume with: \S*torchrun --nproc_per_node N -m mnist_kit train --resume {run_dir}", err)
     assert load_last(run_dir)["epoch"] in (1, 2)  # the signal may land just after epoch 2's checkpoint
     assert not (run_dir / "model.safetensors").exists()
     copy = shutil.copytree(run_dir, tmp_path / "copy" / run_dir.name)
@@ -155,6 +156,6 @@ def test_the_several_machines_command_with_two_launchers_as_two_nodes(tmp_path, 
              for _ in range(2)]
     outputs = [node.communicate(timeout=120) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
-    (run_dir,) = (tmp_path / "ddp").iterdir()
+    (run_dir,) = run_folders(tmp_path / "ddp")
     assert json.loads((run_dir / "metadata.json").read_text())["world_size"] == 2
     assert largest_difference(run_dir, single(recipe, tmp_path / "one").run_dir) < 1e-4

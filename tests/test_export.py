@@ -20,7 +20,7 @@ from mnist_kit.export import load_state_dict, safetensors_bytes
 from mnist_kit.fetch import MNIST_FILES
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from tests.conftest import QUICK, REPO, write_recipe
+from tests.conftest import QUICK, REPO, run_folders, write_recipe
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,6 @@ def test_one_augmented_recipe_and_seed_in_two_processes_writes_identical_files(t
         done = subprocess.run(command, cwd=REPO, env=os.environ | {"PYTHONHASHSEED": hash_seed},
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr
-        (run_dir,) = out.iterdir()
+        (run_dir,) = run_folders(out)
         digests.append(hashlib.sha256((run_dir / "model.safetensors").read_bytes()).hexdigest())
     assert digests[0] == digests[1]

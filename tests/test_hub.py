@@ -36,6 +36,7 @@ def test_huggingface_hub_parses_the_card(hub_folder, trained_run):
 
     card = ModelCard.load(hub_folder / "README.md")
     assert card.data.datasets == ["ylecun/mnist"] and "image-classification" in card.data.tags
+    assert card.data.license == "mit"  # the project's license (LICENSE, pyproject.toml)
     (result,) = card.data.eval_results
     assert result.metric_type == "accuracy" and result.metric_value == trained_run.test_accuracy
     assert result.dataset_split == "test"
@@ -64,4 +65,4 @@ def test_export_hf_needs_out_and_the_extra(trained_run, monkeypatch, tmp_path):
     one_line_error(runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "hf"]), "--out DIR")
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     result = runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "hf", "--out", str(tmp_path / "x")])
-    one_line_error(result, "pip install 'mnist-kit[hub]'")
+    one_line_error(result, "pip install -e", "[hub]'")

@@ -67,3 +67,32 @@ def test_int8_export_is_smaller_and_about_as_accurate(trained_run, splits):
     assert abs(int8_accuracy - float_accuracy) < 0.005, (float_accuracy, int8_accuracy)
     metadata = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
     assert "mnist_kit.quantization" in metadata.custom_metadata_map and "mnist_kit.mean" in metadata.custom_metadata_map
+
+
+def test_predict_from_the_onnx_file_alone(trained_run, tmp_path):
+    """The .onnx file without its run folder: its metadata says how to preprocess and names the classes."""
+    from typer.testing import CliRunner
+
+    from mnist_kit.cli import app
+    from mnist_kit.predict import predict_files
+    from tests.conftest import REPO, one_line_error
+
+    alone = tmp_path / "model.onnx"
+    alone.write_bytes(export_run(trained_run.run_dir).read_bytes())
+    images = sorted((REPO / "docs" / "examples").iterdir())
+    from_onnx = predict_files(alone, images, top_k=10)
+    from_run = predict_files(trained_run.run_dir, images, top_k=10)
+    assert [r["digit"] for r in from_onnx] == [r["digit"] for r in from_run]
+    for ours, theirs in zip(from_onnx, from_run):
+        assert {t["digit"]: round(t["probability"], 4) for t in ours["top_k"]} == \
+            pytest.approx({t["digit"]: round(t["probability"], 4) for t in theirs["top_k"]}, abs=2e-4)
+    result = CliRunner().invoke(app, ["predict", str(alone), *map(str, images), "--json"])
+    assert result.exit_code == 0 and [r["digit"] for r in json.loads(result.output)] == [r["digit"] for r in from_run]
+
+    bare = tmp_path / "bare.onnx"  # an ONNX model that does not say how to preprocess
+    save_onnx(MODELS.build("mlp", input_shape=(1, 28, 28), num_classes=10), (1, 28, 28), bare)
+    one_line_error(CliRunner().invoke(app, ["predict", str(bare), str(images[0])]), "no mnist_kit.mean",
+                   "mnist-kit export RUN --format onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    one_line_error(CliRunner().invoke(app, ["predict", str(tmp_path / "junk.onnx"), str(images[0])]),
+                   "not an ONNX model onnxruntime can run")

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mnist_kit.cli import app
 from mnist_kit.data import dataset_spec
-from tests.conftest import REPO
+from tests.conftest import REPO, run_folders
 
 README = (REPO / "README.md").read_text()
 
@@ -38,7 +38,7 @@ def test_the_plugin_example_trains_as_written(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path / "tiny.toml"), "--set", "train.epochs=1", "--set",
                                       "data.limit=2000", "--out", str(tmp_path / "runs"), "--quiet"])
     assert result.exit_code == 0, result.output
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "runs")
     meta = json.loads((run_dir / "metadata.json").read_text())
     assert meta["test_accuracy"] > 0.8 and meta["history"][-1]["train_loss"] > 0  # the loss fits the model
     assert meta["recipe"]["config"]["train"]["loss"]["name"] == "cross_entropy"
@@ -57,7 +57,7 @@ def test_the_from_python_block_runs(tmp_path, monkeypatch, capsys):
     path.write_text(snippet)
     runpy.run_path(str(path))
     lines = capsys.readouterr().out.splitlines()  # training's own progress lines, then the two prints
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "runs")
     run_line = lines[-2].split()
     assert run_line[0] == str(Path("runs") / run_dir.name) and float(run_line[1]) > 0.95
     assert float(lines[-1]) > 0.95  # evaluate_run(..., tta=True)["accuracy"]

@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from mnist_kit.checkpoint import LAST, load_last, restore_rng, rng_state
 from mnist_kit.export import load_state_dict
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from tests.conftest import REPO, write_recipe
+from tests.conftest import REPO, run_folders, write_recipe
 
 # Dropout, BatchNorm, OneCycle and shuffling all draw on or carry state that a resume must restore.
 RECIPE = """
@@ -74,8 +76,9 @@ def test_resume_ends_exactly_as_the_uninterrupted_run(tmp_path, data_root, signa
 
     process = cli("train", recipe_path, "--out", out, "--quiet", env=env)
     err = stop_after_epoch(process, 1, signals[0])
-    (run_dir,) = out.iterdir()
-    assert f"resume with: mnist-kit train --resume {run_dir}" in err and "Traceback" not in err
+    (run_dir,) = run_folders(out)
+    printed = re.search(r"resume with: (.+)$", err.strip(), re.M).group(1)  # the command it prints is the one that
+    assert printed.endswith(f"-m mnist_kit train --resume {run_dir}") and "Traceback" not in err  # works: used below
     assert load_last(run_dir)["epoch"] in (1, 2)  # the signal may land just after epoch 2's checkpoint
     assert not (run_dir / "model.safetensors").exists()
 
@@ -84,7 +87,8 @@ def test_resume_ends_exactly_as_the_uninterrupted_run(tmp_path, data_root, signa
         stop_after_epoch(process, 3, signum)
         assert load_last(run_dir)["epoch"] in (3, 4)
 
-    process = cli("train", "--resume", run_dir, "--quiet", env=env)
+    process = subprocess.Popen([*shlex.split(printed), "--quiet"], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     _, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert not (run_dir / LAST).exists()

@@ -223,7 +223,7 @@ def test_beyond_the_concurrency_limit_it_answers_503(trained_run):
 def test_without_fastapi_serve_says_how_to_install_it(trained_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     result = CliRunner().invoke(app, ["serve", str(trained_run.run_dir), "--port", "0"])
-    one_line_error(result, "pip install 'mnist-kit[serve]'")
+    one_line_error(result, "pip install -e", "[serve]'")
 
 
 def free_port() -> int:

@@ -76,7 +76,7 @@ def test_without_tensorboard_the_option_says_how_to_install_it(quick_recipe, tmp
     monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` raises ImportError
     result = CliRunner().invoke(app, ["train", str(quick_recipe), "--log", "tensorboard",
                                       "--out", str(tmp_path / "runs")])
-    one_line_error(result, "tensorboard", "pip install 'mnist-kit[tensorboard]'")
+    one_line_error(result, "tensorboard", "pip install -e", "[tensorboard]'")
     assert not (tmp_path / "runs").exists()  # refused before anything trained
 
 

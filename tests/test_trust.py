@@ -15,7 +15,7 @@ from mnist_kit.cli import app
 from mnist_kit.errors import Interrupted
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from tests.conftest import QUICK, REPO, write_recipe
+from tests.conftest import QUICK, REPO, run_folders, write_recipe
 
 EVIL = """
 from pathlib import Path
@@ -83,7 +83,7 @@ def test_resume_imports_nothing_from_last_pth(tmp_path, monkeypatch):
     with pytest.raises(Interrupted):
         train(recipe, out_dir=tmp_path / "runs", quiet=True, console=Console(quiet=True))
     monkeypatch.undo()
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = run_folders(tmp_path / "runs")
     downloaded = tmp_path / "downloaded-run"
     run_dir.rename(downloaded)
     (downloaded / "evil.py").write_text(EVIL.replace("evil_only", "evil_resume"))

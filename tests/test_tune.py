@@ -133,7 +133,7 @@ def test_study_file_mistakes_are_one_line(tmp_path):
 def test_without_optuna_tune_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)
     result = CliRunner().invoke(app, ["tune", str(study_file(tmp_path)), "--out", str(tmp_path / "out")])
-    one_line_error(result, "pip install 'mnist-kit[tune]'")
+    one_line_error(result, "pip install -e", "[tune]'")
 
 
 def test_the_shipped_study_reads():

@@ -1,0 +1,65 @@
+"""The shipped recipes and reading TOML: where recipes are found, listed and shown. No torch here, so
+`mnist-kit recipes` answers at once.
+
+The recipes live at the top of the repository (`recipes/`, the source); a wheel carries a copy inside the package
+(`mnist_kit/recipes/`, put there by the build: see pyproject.toml), which is used when it is there.
+"""
+
+import tomllib
+from pathlib import Path
+
+from mnist_kit.errors import UserError
+from mnist_kit.registry import closest
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped_recipes_dir() -> Path:
+    """The recipes inside an installed wheel, else those of the source checkout beside the package."""
+    inside = PACKAGE / "recipes"
+    return inside if inside.is_dir() else PACKAGE.parent / "recipes"
+
+
+RECIPES_DIR = shipped_recipes_dir()
+
+
+def recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> Path:
+    """A shipped recipe's name (`baseline`) or a path to a .toml file, as an existing path."""
+    text = str(name_or_path)
+    candidates = []
+    if text.endswith(".toml") or "/" in text:
+        path = Path(text).expanduser()
+        candidates += [relative_to / path] if relative_to and not path.is_absolute() else []
+        candidates.append(path)
+    else:
+        candidates.append(RECIPES_DIR / f"{text}.toml")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    known = [p.stem for p in sorted(RECIPES_DIR.glob("*.toml"))]
+    raise UserError(f"no recipe {text!r}: give a name ({', '.join(known)}) or a path to a .toml file."
+                    + closest(text, known))
+
+
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file; a syntax error names the file, line and column."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from error
+
+
+def list_recipes() -> list[tuple[str, str]]:
+    """(name, description) of every shipped recipe."""
+    return [(p.stem, read_toml(p).get("description", "")) for p in sorted(RECIPES_DIR.glob("*.toml"))]
+
+
+def recipe_text(name_or_path: str) -> str:
+    """The recipe file as written, comments included."""
+    path = recipe_path(name_or_path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from error
