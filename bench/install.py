@@ -56,13 +56,14 @@ def venv_sizes(folder: Path) -> dict:
     clock = time.perf_counter()
     subprocess.run([*pip, *TORCH_PINS], check=True)
     subprocess.run([*pip, str(REPO)], check=True)
-    train = {"mib": round(megabytes(venv)), "install_seconds": round(time.perf_counter() - clock)}
+    train = {"mib": round(megabytes(venv), 1), "install_seconds": round(time.perf_counter() - clock, 1)}
     torch_mib = sum(megabytes(p) for p in (venv / "lib").glob("python3*/site-packages/*")
                     if p.name.startswith(("torch", "nvidia", "triton", "cuda")))
     clock = time.perf_counter()
     subprocess.run([*pip, f"{REPO}[dev]"], check=True)
-    test = {"mib": round(megabytes(venv)), "install_seconds": round(time.perf_counter() - clock)}
-    return {"make_train": {**train, "torch_and_cuda_mib": round(torch_mib)}, "make_test": test}
+    test = {"mib": round(megabytes(venv), 1), "install_seconds": round(time.perf_counter() - clock, 1)}
+    return {"make_train": {**train, "torch_and_cuda_mib": round(torch_mib, 1)}, "make_test": test,
+            "dev_adds_mib": round(test["mib"] - train["mib"], 1)}
 
 
 def startup(code_root: Path | None, repeat: int, empty: Path) -> dict:
@@ -79,7 +80,7 @@ def startup(code_root: Path | None, repeat: int, empty: Path) -> dict:
             if i:
                 times.append(time.perf_counter() - clock)
         figures[" ".join(args).replace("EMPTY", "FOLDER")] = {
-            "median_s": round(statistics.median(times), 3), "min_s": round(min(times), 3),
+            "median_seconds": round(statistics.median(times), 3), "min_seconds": round(min(times), 3),
             "exit": result.returncode}
     return figures
 
@@ -95,7 +96,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         wheel = build_wheel(tmp)
-        figures["wheel"] = {"file": wheel.name, "kib": round(wheel.stat().st_size / 1024, 1)}
+        figures["wheel"] = {"file": wheel.name, "bytes": wheel.stat().st_size, "mib": round(wheel.stat().st_size / 2**20, 3)}
         (tmp / "empty").mkdir()
         figures["startup"] = {"this_commit": startup(None, args.repeat, tmp / "empty")}
         if args.before:
