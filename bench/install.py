@@ -96,7 +96,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         wheel = build_wheel(tmp)
-        figures["wheel"] = {"file": wheel.name, "bytes": wheel.stat().st_size, "mib": round(wheel.stat().st_size / 2**20, 3)}
+        size = wheel.stat().st_size
+        figures["wheel"] = {"file": wheel.name, "bytes": size, "mib": round(size / 2**20, 3)}
         (tmp / "empty").mkdir()
         figures["startup"] = {"this_commit": startup(None, args.repeat, tmp / "empty")}
         if args.before:

@@ -121,11 +121,10 @@ def write_stamp(folder: Path, expected: dict[str, tuple[int, str]]) -> None:
         pass
 
 
-def problems(folder: Path, expected: dict[str, tuple[int, str]], shown: Path | None = None) -> dict[str, str]:
-    """{file: problem} for every expected file in `folder` that is missing or wrong, with a bar on a terminal
-    (naming `shown`, the folder the files are for)."""
+def problems(folder: Path, expected: dict[str, tuple[int, str]]) -> dict[str, str]:
+    """{file: problem} for every expected file in `folder` that is missing or wrong, with a bar on a terminal."""
     total = sum(size for name, (size, _) in expected.items() if (folder / name).is_file())
-    with byte_progress(f"verifying {shown or folder}", total) as advance:
+    with byte_progress("verifying", total) as advance:
         found = {name: file_problem(folder / name, *spec, advance) for name, spec in expected.items()}
     return {name: problem for name, problem in found.items() if problem}
 
@@ -149,12 +148,12 @@ def ensure_files(raw_dir: Path, expected: dict[str, tuple[int, str]], sources: I
         for label, source in sources:
             staging = Path(tempfile.mkdtemp(dir=staging_parent))
             try:
-                with waiting(f"fetching {len(bad)} file{'s' * (len(bad) > 1)} from {label} into {raw_dir}"):
+                with waiting(f"fetching {len(bad)} file{'s' * (len(bad) > 1)} from {label}", f" into {raw_dir}"):
                     source(staging)
             except Exception as error:  # a failing source is reported, then the next one is tried
                 tried.append(f"{label}: {one_line(error)}")
                 continue
-            still = problems(staging, {name: expected[name] for name in bad}, raw_dir)
+            still = problems(staging, {name: expected[name] for name in bad})
             for name in list(bad):
                 if name not in still:
                     os.replace(staging / name, raw_dir / name)

@@ -130,16 +130,16 @@ def byte_progress(description: str, total: int) -> Iterator[Callable[[int], obje
 
 
 @contextmanager
-def waiting(description: str) -> Iterator[None]:
-    """A spinner with the time spent on an interactive stderr while a step of unknown length runs (a download);
-    one plain line elsewhere, so a log says why it waited."""
+def waiting(description: str, where: str = "") -> Iterator[None]:
+    """A spinner with the time spent on an interactive stderr while a step of unknown length runs (a download),
+    then one line saying it is done and `where` it went; one plain line elsewhere, so a log says why it waited."""
     console = Console(stderr=True)
     if not console.is_terminal:
-        console.print(f"{description} ...", highlight=False, soft_wrap=True)
+        console.print(f"{description}{where} ...", highlight=False, soft_wrap=True)
         yield
         return
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
                   transient=True) as progress:
         progress.add_task(description, total=None)
         yield
-    console.print(f"{description}: done", highlight=False, soft_wrap=True)
+    console.print(f"{description}{where}: done", highlight=False, soft_wrap=True)

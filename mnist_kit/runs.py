@@ -87,14 +87,19 @@ def find_run(path: Path | str) -> Run:
 
 
 def pointed_run(path: Path) -> Path:
-    """runs/latest as the run it names where it is a pointer file (no symlinks on that file system); any other
-    path as it is. The pointer holds a sibling folder's name and nothing else."""
-    if path.name != LATEST or not path.is_file() or path.stat().st_size > 4096:
-        if path.name == LATEST and path.is_symlink() and not path.exists():
-            raise UserError(f"{path} names {os.readlink(path)}, which is gone: give a run folder")
-        if path.name == LATEST and not path.exists():
-            raise UserError(f"no run at {path}: it names the last run that finished in {path.parent}, and none has "
-                            f"(train one with: mnist-kit train RECIPE)")
+    """runs/latest as the run folder it names (so reports name the run itself); any other path as it is. `latest`
+    is a symlink to a sibling folder, or, where the file system has none, a small file holding the folder's name."""
+    if path.name != LATEST:
+        return path
+    if path.is_symlink():
+        target = os.readlink(path)
+        if not path.exists():
+            raise UserError(f"{path} names {target}, which is gone: give a run folder")
+        return path.parent / target if Path(target).name == target else path
+    if not path.exists():
+        raise UserError(f"no run at {path}: it names the last run that finished in {path.parent}, and none has "
+                        f"(train one with: mnist-kit train RECIPE)")
+    if not path.is_file() or path.stat().st_size > 4096:
         return path
     name = path.read_text(encoding="utf-8", errors="replace").strip()
     if not name or name in (".", "..") or "/" in name or "\\" in name:
