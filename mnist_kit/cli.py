@@ -380,8 +380,9 @@ def predict_command(
 @app.command("sweep", cls=Help)
 @user_errors
 def sweep_command(
-    sweep_file: Annotated[Path, typer.Argument(
-        metavar="SWEEP", help="A sweep .toml: base recipe, fixed [set] values, [grid] lists.")],
+    sweep_file: Annotated[str, typer.Argument(
+        metavar="SWEEP", help="A sweep .toml (base recipe, fixed [set] values, [grid] lists), or a shipped one's "
+        "name (fast-lr; see: mnist-kit recipes).")],
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="DIR", help="Folder for the points [default: runs/sweeps/NAME].")]
     = None,
@@ -405,6 +406,7 @@ def sweep_command(
     With --backend ray the points run as Ray tasks on a cluster (the [cluster] extra); give --out a
     folder every node can reach.
     """
+    from mnist_kit.recipebook import shipped_file
     from mnist_kit.sweep import best_point, local_backend, run_sweep
 
     if backend not in ("local", "ray"):
@@ -429,7 +431,7 @@ def sweep_command(
             result = f"test {row['test_accuracy']:.2%}"
         console.print(f"point {row['point']}: {result} ({row['status']})", highlight=False, soft_wrap=True)
 
-    rows, folder = run_sweep(sweep_file, out, data_dir, chosen, on_row=progress)
+    rows, folder = run_sweep(shipped_file("sweeps", sweep_file), out, data_dir, chosen, on_row=progress)
     keys = [k for k in rows[0] if k not in ("point", "validation_accuracy", "test_accuracy", "seconds", "run", "status",
                                             "error")]
     best = best_point(rows)
@@ -450,8 +452,9 @@ def sweep_command(
 @app.command("tune", cls=Help)
 @user_errors
 def tune_command(
-    study_file: Annotated[Path, typer.Argument(metavar="STUDY", help="A study .toml: base recipe, fixed [set] values, "
-                                               "a [space] of ranges and choices, trials, sampler, pruner.")],
+    study_file: Annotated[str, typer.Argument(metavar="STUDY", help="A study .toml (base recipe, fixed [set] values, "
+                                              "a [space] of ranges and choices, trials, sampler, pruner), or a "
+                                              "shipped one's name (fast-3ep).")],
     out: Annotated[Path | None, typer.Option("--out", metavar="DIR", help="Folder for the trials, summary and pictures "
                                              "[default: runs/studies/NAME].")] = None,
     storage: Annotated[str | None, typer.Option(
@@ -464,6 +467,7 @@ def tune_command(
     The study lives in its database: run the command again after a crash or Ctrl-C and it goes on where it
     stopped. Needs the [tune] extra.
     """
+    from mnist_kit.recipebook import shipped_file
     from mnist_kit.tune import best_trial, run_study
 
     def trial_done(row: dict) -> None:
@@ -473,7 +477,7 @@ def tune_command(
         values = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
         console.print(f"trial {row['trial']}: {result()} ({values})", highlight=False, soft_wrap=True)
 
-    rows, folder = run_study(study_file, out, storage, data_dir, on_trial=trial_done)
+    rows, folder = run_study(shipped_file("studies", study_file), out, storage, data_dir, on_trial=trial_done)
     keys = [k for k in rows[0] if "." in k] if rows else []
     best = best_trial(rows)
     table = Table("trial", "state", *keys, "validation accuracy", "test accuracy", "seconds", "",
@@ -651,7 +655,7 @@ def data_info_command(dataset: DatasetName = "mnist",
 @user_errors
 def recipes_list(ctx: typer.Context):
     """List the shipped recipes with their descriptions."""
-    from mnist_kit.recipebook import RECIPES_DIR, list_recipes
+    from mnist_kit.recipebook import RECIPES_DIR, list_recipes, shipped_names
 
     if ctx.invoked_subcommand:
         return
@@ -659,6 +663,8 @@ def recipes_list(ctx: typer.Context):
     for name, description in list_recipes():
         table.add_row(name, description)
     console.print(table)
+    console.print(f"sweeps (mnist-kit sweep NAME): {', '.join(shipped_names('sweeps'))}\n"
+                  f"studies (mnist-kit tune NAME): {', '.join(shipped_names('studies'))}", highlight=False)
 
 
 @recipes_app.command("show", cls=Help)

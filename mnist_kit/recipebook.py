@@ -41,6 +41,25 @@ def recipe_path(name_or_path: str | Path, relative_to: Path | None = None) -> Pa
                     + closest(text, known))
 
 
+def shipped_file(kind: str, name_or_path: str | Path) -> Path:
+    """A sweep or study file (`kind`: sweeps, studies): a path as it is, or the name of one shipped in that folder
+    of the recipes (`fast-lr`), which an installed wheel carries too."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        return Path(text).expanduser()
+    path = RECIPES_DIR / kind / f"{text}.toml"
+    if path.is_file():
+        return path
+    known = shipped_names(kind)
+    raise UserError(f"no shipped {kind} file {text!r}: give a name ({', '.join(known)}) or a path to a .toml file."
+                    + closest(text, known))
+
+
+def shipped_names(kind: str) -> list[str]:
+    """The names of the shipped sweeps or studies."""
+    return [p.stem for p in sorted((RECIPES_DIR / kind).glob("*.toml"))]
+
+
 def read_toml(path: Path) -> dict:
     """Parse a TOML file; a syntax error names the file, line and column."""
     try:

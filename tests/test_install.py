@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mnist_kit.cli import BUILT_IN_DATASETS, app, first_sentence
 from mnist_kit.data import DATASETS
 from mnist_kit.fetch import MNIST_FILES, data_root, fetch_mnist, user_data_dir
-from mnist_kit.recipebook import RECIPES_DIR
+from mnist_kit.recipebook import RECIPES_DIR, shipped_file
 from tests.conftest import QUICK, REPO, one_line_error, run_folders, write_recipe
 
 runner = CliRunner()
@@ -75,7 +75,7 @@ def test_the_installed_wheel_works_from_another_folder(installed, tmp_path, data
     listed = outside(installed, tmp_path, "recipes")
     assert listed.returncode == 0, listed.stderr
     assert str(installed / "mnist_kit" / "recipes") in listed.stdout.replace("\n", "")
-    assert all(name in listed.stdout for name in ("baseline", "best", "fast-995", "improved"))
+    assert all(name in listed.stdout for name in ("baseline", "best", "fast-995", "improved", "fast-lr", "fast-3ep"))
     shown = outside(installed, tmp_path, "recipes", "show", "fast")
     assert shown.returncode == 0 and shown.stdout == (REPO / "recipes" / "fast.toml").read_text()
     assert outside(installed, tmp_path, "--version").stdout.strip() == "mnist-kit 0.1.0"
@@ -209,3 +209,11 @@ def test_first_sentence():
         "Train a recipe into a run folder."
     assert first_sentence("Serve a run: model.onnx and friends. Then") == "Serve a run: model.onnx and friends."
     assert first_sentence("No full stop") == "No full stop"
+
+
+def test_shipped_sweeps_and_studies_go_by_name():
+    assert shipped_file("sweeps", "fast-lr") == RECIPES_DIR / "sweeps" / "fast-lr.toml"
+    assert shipped_file("studies", "fast-3ep") == RECIPES_DIR / "studies" / "fast-3ep.toml"
+    assert shipped_file("sweeps", "mine/grid.toml") == Path("mine/grid.toml")  # a path stays a path
+    one_line_error(runner.invoke(app, ["sweep", "fast-l"]), "no shipped sweeps file 'fast-l'", "'fast-lr'?")
+    one_line_error(runner.invoke(app, ["tune", "fast"]), "no shipped studies file 'fast'", "fast-3ep")
