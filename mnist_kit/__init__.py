@@ -1,3 +1,3 @@
 """mnist-kit: train, evaluate, explain and ship handwritten-digit classifiers with PyTorch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # 0.2: data in the user's cache, runs/latest, the wheel carries the recipes

@@ -14,6 +14,7 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
+import mnist_kit
 from mnist_kit.cli import BUILT_IN_DATASETS, app, first_sentence
 from mnist_kit.data import DATASETS
 from mnist_kit.fetch import MNIST_FILES, data_root, fetch_mnist, user_data_dir
@@ -78,7 +79,7 @@ def test_the_installed_wheel_works_from_another_folder(installed, tmp_path, data
     assert all(name in listed.stdout for name in ("baseline", "best", "fast-995", "improved", "fast-lr", "fast-3ep"))
     shown = outside(installed, tmp_path, "recipes", "show", "fast")
     assert shown.returncode == 0 and shown.stdout == (REPO / "recipes" / "fast.toml").read_text()
-    assert outside(installed, tmp_path, "--version").stdout.strip() == "mnist-kit 0.1.0"
+    assert outside(installed, tmp_path, "--version").stdout.strip() == f"mnist-kit {mnist_kit.__version__}"
 
     trained = outside(installed, tmp_path, "train", "baseline", "--set", "train.epochs=1", "--quiet",
                       data_root=data_root)
