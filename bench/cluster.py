@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from record import machine_folder, write_results
+from record import machine_folder, run_folders, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 TRAININGS = [("fast", []), ("baseline", ["train.epochs=5"]), ("cnn", ["train.epochs=1"])]
@@ -46,7 +46,7 @@ def training(recipe: str, overrides: list[str], processes: int) -> dict:
                        str(processes), "-m", "mnist_kit", *args]
             env = {"OMP_NUM_THREADS": "1"}
         seconds = timed(command, env)
-        (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
+        (run,) = run_folders(Path(out))
         meta = json.loads((run / "metadata.json").read_text())
     return {"recipe": recipe, "overrides": overrides, "processes": processes, "seconds": seconds,
             "test_accuracy": meta["test_accuracy"], "world_size": meta.get("world_size", 1)}

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import safetensors.torch
 import torch
-from record import machine_folder, write_results
+from record import machine_folder, run_folders, write_results
 from speedrun import one_run
 
 from mnist_kit.export import canonical_safetensors
@@ -53,7 +53,7 @@ def described(run: Path) -> dict:
 def train_once(recipe: str, seed: int, keep: Path | None) -> dict:
     with tempfile.TemporaryDirectory() as out:
         one_run(recipe, seed, keep or Path(out), [])
-        (run,) = sorted((p for p in (keep or Path(out)).iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime)[-1:]
+        (run,) = sorted(run_folders(keep or Path(out)), key=lambda p: p.stat().st_mtime)[-1:]
         return described(run) | {"kept": str(run) if keep else None}
 
 

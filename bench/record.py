@@ -31,6 +31,11 @@ def machine_folder(results: Path = RESULTS) -> Path:
     return folder
 
 
+def run_folders(folder: Path) -> list[Path]:
+    """The run folders a training process wrote into `folder` (not the `latest` link beside them)."""
+    return [p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink()]
+
+
 def environment() -> dict:
     """The machine and software a measurement ran on (as a run's metadata records them)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

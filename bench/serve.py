@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
-from record import machine_folder, write_results
+from record import machine_folder, run_folders, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = {"uvicorn, 1 process": [], "uvicorn, 2 workers": ["--workers", "2"]}
@@ -131,7 +131,7 @@ def main():
         if run is None:
             subprocess.run([sys.executable, "-m", "mnist_kit", "train", "fast", "--out", out, "--quiet"], check=True,
                            cwd=REPO, stdout=subprocess.DEVNULL)
-            (run,) = [p for p in Path(out).iterdir() if p.is_dir()]
+            (run,) = run_folders(Path(out))
         name = json.loads((run / "metadata.json").read_text())["recipe"]["name"]
         requests, rows = requests_to_send(name), []
         for server, flags in SERVERS.items():

@@ -29,7 +29,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from record import machine_folder
+from record import machine_folder, run_folders
 
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import data_root
@@ -42,7 +42,7 @@ def one_run(recipe: str, seed: int, out: Path, extra: list[str]) -> tuple[float,
     subprocess.run([sys.executable, "-m", "mnist_kit", "train", recipe, "--set", f"train.seed={seed}",
                     "--out", str(out), "--quiet", "--no-fallback", *extra], check=True, stdout=subprocess.DEVNULL)
     seconds = time.perf_counter() - start
-    (run_dir,) = [p for p in out.iterdir() if p.is_dir()]
+    (run_dir,) = run_folders(out)
     return seconds, json.loads((run_dir / "metadata.json").read_text())
 
 
@@ -82,7 +82,7 @@ def measure(recipe: str, seed: int, overrides: list[str], keep: Path | None = No
     with tempfile.TemporaryDirectory(dir=keep) as out:
         seconds, meta = one_run(recipe, seed, Path(out), extra)
         if keep:
-            (run_dir,) = [p for p in Path(out).iterdir() if p.is_dir()]
+            (run_dir,) = run_folders(Path(out))
             target = keep / kept_name(recipe, overrides, seed)
             if target.exists():
                 shutil.rmtree(target)

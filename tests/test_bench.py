@@ -1,0 +1,21 @@
+"""The benchmark scripts run against what training writes (a run folder and the `latest` link beside it)."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_speedrun_measures_and_keeps_a_run(tmp_path):
+    keep = tmp_path / "kept"
+    result = subprocess.run([sys.executable, "bench/speedrun.py", "--recipe", "fast", "--seeds", "3", "--set",
+                             "data.limit=1500", "--keep", str(keep), "--results", str(tmp_path / "results")],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    kept = keep / "fast-data.limit=1500-seed-3"
+    assert (kept / "model.safetensors").is_file() and not (keep / "latest").exists()
+    (record,) = (tmp_path / "results").glob("*/fast/seed-3.json")
+    measured = json.loads(record.read_text())
+    assert measured["test_accuracy"] == json.loads((kept / "metadata.json").read_text())["test_accuracy"]
+    assert measured["process_seconds"] > measured["phase_seconds"]["train"] > 0
