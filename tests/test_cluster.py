@@ -86,12 +86,19 @@ def test_ctrl_c_cancels_the_outstanding_points_and_a_rerun_finishes(sweep_file, 
     command = [sys.executable, "-m", "mnist_kit", "sweep", str(sweep_file), "--out", str(tmp_path / "out"),
                "--backend", "ray"]
     env = {**os.environ, "RAY_ADDRESS": ""}  # a local Ray instance of its own
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:
-        if line.startswith("point "):  # the first point is done, others are running or waiting
-            process.send_signal(signal.SIGINT)
+    for _attempt in range(2):
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        for line in process.stdout:
+            if line.startswith("point "):  # the first point is done, others are running or waiting
+                process.send_signal(signal.SIGINT)
+                break
+        _, err = process.communicate(timeout=120)
+        # Ray's own driver sometimes aborts when a cancelled task's reply arrives ("Check failed: it !=
+        # submissible_tasks_.end() Tried to complete task that was not pending": Ray's bug, seen under load in about
+        # half of the full-suite runs on 2 cores); once more, and the rerun below must still finish every point.
+        if "Tried to complete task that was not pending" not in err:
             break
-    _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "unfinished points cancelled; run the sweep again" in err and "Traceback" not in err
     rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
