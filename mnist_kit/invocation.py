@@ -52,5 +52,5 @@ def install_hint(extra: str) -> str:
     pip = tool("pip")
     checkout = source_checkout()
     if checkout:
-        return f"{pip} install -e '{shown(checkout) if shown(checkout) != '.' else '.'}[{extra}]'"
+        return f"{pip} install -e '{shown(checkout)}[{extra}]'"
     return f"{pip} install 'mnist-kit[{extra}]'"
