@@ -6,7 +6,6 @@ import itertools
 import json
 import os
 import re
-import tomllib
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,7 +16,7 @@ from typing import Any
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, Notice, UserError
-from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path, run_recipe
+from mnist_kit.recipe import load_recipe, read_toml, recipe_from_dict, recipe_hash, recipe_path, run_recipe
 from mnist_kit.registry import closest
 
 SWEEP_KEYS = ("description", "recipe", "set", "grid")
@@ -48,14 +47,7 @@ def slug(values: dict) -> str:
 def read_sweep(path: Path | str) -> dict:
     """A sweep file, checked: a base recipe, optional fixed `set` values, a non-empty `grid` of lists."""
     path = Path(path)
-    try:
-        sweep = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: invalid TOML: {error}") from error
-    except OSError as error:
-        raise UserError(f"{path}: cannot read: {error.strerror or error}") from error
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text (a sweep file is TOML): {error}") from None
+    sweep = read_toml(path)
     for key in sweep:
         if key not in SWEEP_KEYS:
             raise UserError(f"{path}: unknown key {key!r}; a sweep has {', '.join(SWEEP_KEYS)}."
