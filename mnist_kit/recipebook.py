@@ -60,16 +60,23 @@ def shipped_names(kind: str) -> list[str]:
     return [p.stem for p in sorted((RECIPES_DIR / kind).glob("*.toml"))]
 
 
-def read_toml(path: Path) -> dict:
-    """Parse a TOML file; a syntax error names the file, line and column."""
+def read_text(path: Path) -> str:
+    """A TOML file as written; one that cannot be read or is not UTF-8 is a one-line error naming it."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        raise UserError(f"{path}: invalid TOML: {error}") from error
+        return path.read_text(encoding="utf-8")
     except OSError as error:
         raise UserError(f"{path}: cannot read: {error.strerror or error}") from error
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not UTF-8 text (TOML files are UTF-8): {error}") from None
+
+
+def read_toml(path: Path) -> dict:
+    """Parse a TOML file; a syntax error names the file, line and column."""
+    text = read_text(path)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: invalid TOML: {error}") from error
 
 
 def list_recipes() -> list[tuple[str, str]]:
@@ -79,8 +86,4 @@ def list_recipes() -> list[tuple[str, str]]:
 
 def recipe_text(name_or_path: str) -> str:
     """The recipe file as written, comments included."""
-    path = recipe_path(name_or_path)
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: cannot read: {error}") from error
+    return read_text(recipe_path(name_or_path))

@@ -16,7 +16,8 @@ from typing import Any
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, Notice, UserError
-from mnist_kit.recipe import load_recipe, read_toml, recipe_from_dict, recipe_hash, recipe_path, run_recipe
+from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path, run_recipe
+from mnist_kit.recipebook import read_toml
 from mnist_kit.registry import closest
 
 SWEEP_KEYS = ("description", "recipe", "set", "grid")

@@ -60,14 +60,14 @@ def test_metadata_with_a_wrong_mean_is_one_line(run_copy):
     one_line_error(runner.invoke(app, ["eval", str(run_copy)]), "data.mean must be a finite number, got '0.13'")
 
 
-@pytest.mark.parametrize("command", ["sweep", "train", "tune"])
+@pytest.mark.parametrize("command", ["sweep", "train", "tune", "recipes show"])
 def test_a_toml_file_that_is_not_utf8_is_one_line(tmp_path, command):
     path = tmp_path / "latin1.toml"
     path.write_bytes('description = "caf\xe9"\nrecipe = "fast"\n'.encode("latin-1"))
     if command == "sweep":
         with pytest.raises(UserError, match="not UTF-8 text"):
             read_sweep(path)
-    one_line_error(runner.invoke(app, [command, str(path)]), "latin1.toml: not UTF-8 text")
+    one_line_error(runner.invoke(app, [*command.split(), str(path)]), "latin1.toml: not UTF-8 text")
 
 
 def test_show_input_at_a_file_is_one_line(trained_run, tmp_path):
