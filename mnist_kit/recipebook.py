@@ -79,6 +79,17 @@ def read_toml(path: Path) -> dict:
         raise UserError(f"{path}: invalid TOML: {error}") from error
 
 
+def read_search_file(path: Path, keys: tuple[str, ...], kind: str) -> dict:
+    """A sweep or study file's TOML: each top-level key one of `keys`, and `recipe` naming the base recipe."""
+    table = read_toml(path)
+    for key in table:
+        if key not in keys:
+            raise UserError(f"{path}: unknown key {key!r}; a {kind} has {', '.join(keys)}." + closest(key, keys))
+    if not isinstance(table.get("recipe"), str):
+        raise UserError(f"{path}: `recipe` must name the base recipe (a name or a .toml path)")
+    return table
+
+
 def list_recipes() -> list[tuple[str, str]]:
     """(name, description) of every shipped recipe."""
     return [(p.stem, read_toml(p).get("description", "")) for p in sorted(RECIPES_DIR.glob("*.toml"))]

@@ -17,8 +17,7 @@ from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, Notice, UserError
 from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path, run_recipe
-from mnist_kit.recipebook import read_toml
-from mnist_kit.registry import closest
+from mnist_kit.recipebook import read_search_file
 
 SWEEP_KEYS = ("description", "recipe", "set", "grid")
 
@@ -48,13 +47,7 @@ def slug(values: dict) -> str:
 def read_sweep(path: Path | str) -> dict:
     """A sweep file, checked: a base recipe, optional fixed `set` values, a non-empty `grid` of lists."""
     path = Path(path)
-    sweep = read_toml(path)
-    for key in sweep:
-        if key not in SWEEP_KEYS:
-            raise UserError(f"{path}: unknown key {key!r}; a sweep has {', '.join(SWEEP_KEYS)}."
-                            + closest(key, SWEEP_KEYS))
-    if not isinstance(sweep.get("recipe"), str):
-        raise UserError(f"{path}: `recipe` must name the base recipe (a name or a .toml path)")
+    sweep = read_search_file(path, SWEEP_KEYS, "sweep")
     grid = sweep.get("grid")
     if not isinstance(grid, dict) or not grid or not all(isinstance(v, list) and v for v in grid.values()):
         raise UserError(f'{path}: [grid] must give each swept key a non-empty list, e.g. "optimizer.lr" = [1e-3, 3e-3]')

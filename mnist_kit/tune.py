@@ -24,7 +24,8 @@ from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.invocation import install_hint
-from mnist_kit.recipe import load_recipe, read_toml, recipe_path
+from mnist_kit.recipe import load_recipe, recipe_path
+from mnist_kit.recipebook import read_search_file
 from mnist_kit.registry import closest
 
 STUDY_KEYS = ("description", "recipe", "trials", "minutes", "sampler", "pruner", "seed", "heartbeat_seconds",
@@ -72,14 +73,7 @@ def check_dimension(path: Path, key: str, spec: Any) -> None:
 def read_study(path: Path | str) -> dict:
     """A study file, checked, with defaults filled in."""
     path = Path(path)
-    study = read_toml(path)
-    for key in study:
-        if key not in STUDY_KEYS:
-            raise UserError(f"{path}: unknown key {key!r}; a study has {', '.join(STUDY_KEYS)}."
-                            + closest(key, STUDY_KEYS))
-    study = {**DEFAULTS, **study}
-    if not isinstance(study.get("recipe"), str):
-        raise UserError(f"{path}: `recipe` must name the base recipe (a name or a .toml path)")
+    study = {**DEFAULTS, **read_search_file(path, STUDY_KEYS, "study")}
     if not isinstance(study.get("space"), dict) or not study["space"]:
         raise UserError(f'{path}: [space] must give each searched key a range or choices, e.g. "optimizer.lr" = '
                         f'{{ low = 0.001, high = 0.1, log = true }}')

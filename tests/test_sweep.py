@@ -49,6 +49,7 @@ def test_parallel_workers_give_the_same_summary(sweep_file, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ('recipe = "quick.toml"\n[grid]\n"optimizer.lr" = []\n', "non-empty list"),
     ('recipe = "quick.toml"\ngrids = 1\n', "unknown key 'grids'"),
+    ('[grid]\n"optimizer.lr" = [1]\n', "`recipe` must name the base recipe"),
     ('recipe = "quick.toml"\n[grid]\n"optimizer.lrr" = [1]\n', "point 1 .*takes no argument 'lrr'"),
 ])
 def test_bad_sweep_files(sweep_file, text, message):

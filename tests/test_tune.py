@@ -123,6 +123,7 @@ def test_study_file_mistakes_are_one_line(tmp_path):
     for broken, fragment in (
             (text.replace('"data.validation" = 500', ""), "data.validation"),
             (text.replace("trials = 6", "trails = 6"), "unknown key 'trails'"),
+            (text.replace('recipe = "quick.toml"', ""), "`recipe` must name the base recipe"),
             (text.replace("low = 0.0001", "low = 0.5"), "low < high"),
             (text.replace('pruner = "halving"', 'pruner = "hyperband"'), "pruner must be one of"),
             (text.replace("choices = [32, 64]", "choices = [32, -1]"), "highest values")):
