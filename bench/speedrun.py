@@ -47,7 +47,11 @@ def one_run(recipe: str, seed: int, out: Path, extra: list[str]) -> tuple[float,
 
 
 def spread(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    """Median, min and max; mean and sample standard deviation (seed-to-seed noise) where there are 2 or more."""
+    figures = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    if len(values) > 1:
+        figures |= {"mean": statistics.fmean(values), "stdev": statistics.stdev(values)}
+    return figures
 
 
 def recipe_hash_for(recipe: str, seed: int, overrides: list[str]) -> str:
