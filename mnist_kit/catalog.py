@@ -1,46 +1,22 @@
 """Every run under a folder, sweep points and study trials included, as table rows; and how two runs differ.
 
-Reads metadata.json files only (bounded in size, parsed as JSON: opening a run runs no code) and imports no torch,
+Reads metadata.json files only, through mnist_kit.record (bounded in size, parsed as JSON, upgraded from older
+schemas: opening a run runs no code) and imports no torch,
 so listing a few hundred runs takes a fraction of a second.
 """
 
 import fnmatch
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 from mnist_kit.errors import UserError
+from mnist_kit.record import MAX_METADATA_BYTES, metadata_files, open_metadata, read_metadata  # noqa: F401
 
-METADATA = "metadata.json"
-MAX_METADATA_BYTES = 16 * 2**20  # a real one is ~20 KB; a file claiming more is not read
 SORT_KEYS = ("started", "recipe", "run", "validation_accuracy", "test_accuracy", "seconds")
 SORT_ALIASES = {"validation": "validation_accuracy", "val": "validation_accuracy", "test": "test_accuracy",
                 "date": "started", "time": "seconds"}
-
-
-def read_metadata(path: Path) -> dict | None:
-    """A run's metadata.json as a dict, or None when it is not one (too big, not JSON, not a run's)."""
-    try:
-        if path.stat().st_size > MAX_METADATA_BYTES:
-            return None
-        meta = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(meta, dict) or not isinstance(meta.get("recipe"), dict):
-        return None
-    return meta
-
-
-def metadata_files(folder: Path) -> list[Path]:
-    """Every metadata.json under `folder` (symlinked folders are not followed), in path order."""
-    found = []
-    for parent, folders, files in os.walk(folder):
-        folders.sort()
-        if METADATA in files:
-            found.append(Path(parent) / METADATA)
-    return found
 
 
 def overrides_text(overrides: dict) -> str:
@@ -142,18 +118,6 @@ def results_of(meta: dict) -> dict[str, Any]:
              "data": ", ".join(f"{name} {(info or {}).get('sha256', '')[:12]}" for name, info in sorted(files.items()))
              or None}
     return {key: found.get(key) for key in RESULT_KEYS}
-
-
-def open_metadata(run: Path | str) -> dict:
-    """A run folder's (or a metadata.json's) metadata, or a one-line UserError."""
-    path = Path(run)
-    path = path / METADATA if path.is_dir() else path
-    if not path.is_file():
-        raise UserError(f"{run}: not a run folder (no {METADATA})")
-    meta = read_metadata(path)
-    if meta is None:
-        raise UserError(f"{path}: not a run's metadata (unreadable, not JSON, or over {MAX_METADATA_BYTES:,} bytes)")
-    return meta
 
 
 def diff_runs(run_a: Path | str, run_b: Path | str, everything: bool = False) -> dict[str, dict[str, list]]:

@@ -8,9 +8,8 @@ import torch
 
 from mnist_kit.atomic import torch_bytes, write_bytes_atomic
 from mnist_kit.errors import UserError
-from mnist_kit.export import SAFETENSORS, load_checkpoint_file
-
-LAST = "last.pth"
+from mnist_kit.export import load_checkpoint_file
+from mnist_kit.record import LAST, SAFETENSORS
 
 
 def rng_state(generator: torch.Generator) -> dict:

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperArgument, TyperCommand
 
-from mnist_kit.errors import Interrupted, Notice, UserError
+from mnist_kit.errors import Interrupted, NoFinishedRun, Notice, UserError
 from mnist_kit.invocation import command, tool
 from mnist_kit.registry import closest
 
@@ -114,7 +114,7 @@ def user_errors(command):
             if debugging():
                 raise
             if str(error):  # empty from torchrun processes other than rank 0, which says it
-                errors.print(f"error: {error}", highlight=False, markup=False, soft_wrap=True)
+                errors.print(f"error: {error}{advice(error)}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except Interrupted as stop:
             if str(stop):  # empty from torchrun processes other than rank 0
@@ -125,6 +125,13 @@ def user_errors(command):
             raise typer.Exit(130) from None
 
     return run
+
+
+def advice(error: UserError) -> str:
+    """The command line that helps after an error, where the library's error carries the facts for one."""
+    if isinstance(error, NoFinishedRun):
+        return f" (train one with: {command()} train RECIPE)"
+    return ""
 
 
 Debug = Annotated[bool, typer.Option("--debug", help="Show tracebacks (or set MNIST_KIT_DEBUG=1).")]

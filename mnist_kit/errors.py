@@ -5,6 +5,14 @@ class UserError(Exception):
     """A mistake the user can fix (bad recipe, bad path, missing data); never a bug."""
 
 
+class NoFinishedRun(UserError):
+    """`latest` was asked for where no run has finished yet."""
+
+    def __init__(self, link):
+        super().__init__(f"no run at {link}: it names the last run that finished in {link.parent}, and none has")
+        self.link = link
+
+
 class Interrupted(Exception):
     """Training stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume."""
 

@@ -1,4 +1,5 @@
-"""Write a run's weights twice (.pth and .safetensors) and its metadata.json, each atomically."""
+"""A run's weights as files: written twice (.pth and .safetensors, atomically), read back safely, and exported
+(ONNX, INT8 ONNX). Where they lie in the run folder and what records them: mnist_kit.record."""
 
 import hashlib
 import json
@@ -18,14 +19,10 @@ import torch
 from torch import nn
 
 import mnist_kit
-from mnist_kit.atomic import torch_bytes, write_bytes_atomic, write_json_atomic
+from mnist_kit.atomic import torch_bytes, write_bytes_atomic
 from mnist_kit.errors import UserError
 from mnist_kit.invocation import install_hint
-
-PTH = "model.pth"
-SAFETENSORS = "model.safetensors"
-METADATA = "metadata.json"
-LATEST = "latest"  # beside the run folders: names the one that finished last
+from mnist_kit.record import PTH, SAFETENSORS
 
 
 def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -73,11 +70,6 @@ def canonical_safetensors(blob: bytes) -> bytes:
     header = json.dumps(json.loads(blob[8:8 + length]), sort_keys=True, separators=(",", ":")).encode()
     header += b" " * (-len(header) % 8)
     return struct.pack("<Q", len(header)) + header + blob[8 + length:]
-
-
-def save_metadata(run_dir: Path, metadata: dict) -> Path:
-    """metadata.json in `run_dir`."""
-    return write_json_atomic(run_dir / METADATA, metadata)
 
 
 def load_checkpoint_file(path: Path) -> object:

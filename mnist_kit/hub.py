@@ -28,7 +28,8 @@ CONFIG_KEYS = ("schema", "recipe", "recipe_hash", "seed", "parameters", "input_s
 def hub_config(metadata: dict, recipe, weights_sha256: str) -> dict:
     """config.json: what the Hub and other tools read first (model_type, labels, preprocessing), then the run's
     metadata that opening it needs (the recipe in today's form), with the SHA-256 of the folder's model.safetensors."""
-    from mnist_kit.recipe import SCHEMA_VERSION, recipe_to_dict
+    from mnist_kit.recipe import recipe_to_dict
+    from mnist_kit.record import SCHEMA_VERSION
 
     classes, data = metadata["classes"], metadata["data"]
     return {"model_type": "mnist-kit", "architecture": recipe.config["model"]["name"],

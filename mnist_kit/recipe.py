@@ -4,8 +4,6 @@ import copy
 import hashlib
 import json
 import math
-import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,47 +13,22 @@ from mnist_kit.assemble import PARTS, dry_build
 from mnist_kit.data import DATASETS
 from mnist_kit.errors import UserError
 from mnist_kit.plugins import import_plugins
-from mnist_kit.recipebook import RECIPES_DIR, list_recipes, read_toml, recipe_path, recipe_text  # noqa: F401 (re-exported)
+from mnist_kit.recipebook import (  # noqa: F401 (re-exported)
+    RECIPES_DIR,
+    list_recipes,
+    parse_override,
+    read_toml,
+    recipe_path,
+    recipe_text,
+)
+from mnist_kit.record import SCHEMA_VERSION, upgraded, upgraded_recipe
 from mnist_kit.registry import closest
+from mnist_kit.settings import LOGGERS, SCHEMA  # noqa: F401 (the fixed sections; re-exported)
 
-LOGGERS = ("tensorboard",)  # train.log: event files beside history.csv (which every run writes)
-
-# The fixed sections: key -> (accepted types, default, check on the value or None). `None` default = optional.
-POSITIVE = (lambda v: v > 0, "must be > 0")
-SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
-    "data": {
-        "dataset": ((str,), "mnist", None),
-        "batch_size": ((int,), 64, POSITIVE),
-        "validation": ((int,), 0, (lambda v: v >= 0, "must be >= 0")),  # hold out N training images to choose on
-        "split_seed": ((int,), 0, (lambda v: 0 <= v < 2**32, "must be in [0, 2**32)")),  # which ones: its own seed
-        "limit": ((int,), None, POSITIVE),  # train on the first N of the remaining training images only
-    },
-    "train": {
-        "epochs": ((int,), 25, POSITIVE),
-        "seed": ((int,), 0, (lambda v: 0 <= v < 2**32, "must be in [0, 2**32) (what numpy and torch both accept)")),
-        "device": ((str,), "auto", (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v),
-                                    "must be auto, cpu, cuda, cuda:N or mps")),
-        "loss": ((str, dict), "cross_entropy", None),  # right for logits and log-probabilities alike
-        "precision": ((str,), "fp32", (lambda v: v in ("fp32", "bf16", "auto"), "must be fp32, bf16 or auto")),
-        "ema": ((int, float), 0.0, (lambda v: 0 <= v < 1, "must be in [0, 1) (0 turns it off)")),
-        "channels_last": ((bool,), False, None),
-        "sync_bn": ((bool,), False, None),  # under torchrun on CUDA: BatchNorm statistics over the global batch
-        "keep": ((str,), "last", (lambda v: v in ("last", "best"), "must be last or best (by validation)")),
-        "patience": ((int,), 0, (lambda v: v >= 0, "must be >= 0 (0: no early stopping)")),
-        "log": ((list,), None, (lambda v: all(x in LOGGERS for x in v),  # where the run reports as it goes
-                                f"must list loggers out of: {', '.join(LOGGERS)}")),
-    },
-    "fallback": {
-        "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),
-        "recipe": ((str,), None, None),
-    },
-}
 # Sections whose keys are the arguments of the factory they name (checked against its signature), and their
 # default when a recipe leaves the section out.
 FACTORY_SECTIONS = {"model": None, "optimizer": {"name": "adam"}, "scheduler": {"name": "none"}}
-SCHEMA_VERSION = 2  # of a recipe's dict form and of metadata.json; 1: before it was written down
 TOP_LEVEL = {"description": (str,), "plugins": (list,), "augment": (list,)}
-BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")
 
 
 @dataclass(frozen=True)
@@ -70,21 +43,6 @@ class Recipe:
     @property
     def description(self) -> str:
         return self.config.get("description", "")
-
-
-def parse_override(assignment: str) -> tuple[list[str], Any]:
-    """'train.epochs=1' -> (['train', 'epochs'], 1); the value is TOML, or a bare word taken as a string."""
-    key, sep, text = assignment.partition("=")
-    key, text = key.strip(), text.strip()
-    if not sep or not key:
-        raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=1")
-    try:
-        value = tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        if not BARE_WORD.fullmatch(text):
-            raise UserError(f"--set {key}: cannot parse value {text!r} as TOML (quote strings: '\"...\"')") from None
-        value = text
-    return key.split("."), value
 
 
 def check_key(keys: list[str]) -> None:
@@ -309,40 +267,19 @@ def recipe_to_dict(recipe: Recipe) -> dict:
 
 
 def recipe_from_dict(record: dict) -> Recipe:
-    """A Recipe from its dict form; a record written before schema 2 (overrides as KEY=VALUE strings, onecycle's
-    max_lr) is upgraded. Nothing is imported and no factory is called: opening a run reads data."""
+    """A Recipe from its dict form, of any schema (mnist_kit.record upgrades it). Nothing is imported and no factory
+    is called: opening a run reads data."""
     try:
-        schema = record.get("schema", 1)
-        config = upgrade_config(record["config"], schema)
-        return Recipe(name=str(record["name"]), path=Path(record["path"]), config=config,
-                      overrides=parse_overrides(record.get("overrides") or {}))
+        record = upgraded_recipe(record)
+        return Recipe(name=str(record["name"]), path=Path(record["path"]), config=record["config"],
+                      overrides=parse_overrides(record["overrides"]))
     except (KeyError, TypeError, AttributeError, UserError) as error:
         raise UserError(f"not an mnist-kit recipe record ({type(error).__name__}: {error})") from error
 
 
-def upgrade_config(config: dict, schema: int) -> dict:
-    """A resolved recipe of an older schema in today's form: keys that moved are moved, new keys get their
-    defaults. Schema 1 -> 2: onecycle's max_lr became the optimizer's lr (the one learning rate)."""
-    if schema > SCHEMA_VERSION:
-        raise UserError(f"written by a newer mnist-kit (schema {schema}; this one reads up to {SCHEMA_VERSION})")
-    config = copy.deepcopy(config)
-    scheduler = config.get("scheduler") or {}
-    if schema < 2 and scheduler.get("name") == "onecycle" and "max_lr" in scheduler:
-        config["optimizer"]["lr"] = scheduler.pop("max_lr")
-    for section, fields in SCHEMA.items():
-        for key, (_, default, _) in fields.items():
-            if default is not None:
-                config.setdefault(section, {}).setdefault(key, default)
-    return config
-
-
 def run_recipe(metadata: dict) -> Recipe:
-    """The recipe a run was trained with, from its metadata.json (schema 2, or the flat keys of schema 1)."""
-    if metadata.get("schema", 1) >= 2:
-        return recipe_from_dict(metadata["recipe"])
-    return recipe_from_dict({"schema": 1, "name": metadata.get("recipe_name", "run"),
-                             "path": metadata.get("recipe_path", ""), "config": metadata["recipe"],
-                             "overrides": metadata.get("overrides") or []})
+    """The recipe a run was trained with, from its metadata.json of any schema."""
+    return recipe_from_dict(upgraded(metadata)["recipe"])
 
 
 def to_toml(config: dict) -> str:

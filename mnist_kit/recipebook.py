@@ -5,6 +5,7 @@ The recipes live at the top of the repository (`recipes/`, the source); a wheel 
 (`mnist_kit/recipes/`, put there by the build: see pyproject.toml), which is used when it is there.
 """
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.registry import closest
 
 PACKAGE = Path(__file__).resolve().parent
+BARE_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_.:/-]*")  # a --set value that is not TOML, taken as a string
 
 
 def shipped_recipes_dir() -> Path:
@@ -98,3 +100,18 @@ def list_recipes() -> list[tuple[str, str]]:
 def recipe_text(name_or_path: str) -> str:
     """The recipe file as written, comments included."""
     return read_text(recipe_path(name_or_path))
+
+
+def parse_override(assignment: str) -> tuple[list[str], object]:
+    """'train.epochs=1' -> (['train', 'epochs'], 1); the value is TOML, or a bare word taken as a string."""
+    key, sep, text = assignment.partition("=")
+    key, text = key.strip(), text.strip()
+    if not sep or not key:
+        raise UserError(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.epochs=1")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        if not BARE_WORD.fullmatch(text):
+            raise UserError(f"--set {key}: cannot parse value {text!r} as TOML (quote strings: '\"...\"')") from None
+        value = text
+    return key.split("."), value

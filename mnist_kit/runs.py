@@ -1,9 +1,7 @@
 """A run folder (or a bare weights file with metadata.json beside it): find it and rebuild its model."""
 
 import functools
-import json
 import math
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +15,9 @@ from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, norm
 from mnist_kit.device import precision_context
 from mnist_kit.errors import Notice, UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
-from mnist_kit.export import LATEST, METADATA, PTH, SAFETENSORS, load_state_dict
-from mnist_kit.fetch import sha256_file
-from mnist_kit.recipe import Recipe, run_recipe
+from mnist_kit.export import load_state_dict
+from mnist_kit.recipe import Recipe, recipe_from_dict
+from mnist_kit.record import METADATA, PTH, SAFETENSORS, metadata_path, parse_metadata, pointed_run, weights_intact
 from mnist_kit.registry import closest
 
 SPLITS = ("test", "validation")
@@ -40,8 +38,8 @@ class Run:
 
     @functools.cached_property
     def recipe(self) -> Recipe:
-        """The recipe it was trained with (metadata of any schema, upgraded)."""
-        return run_recipe(self.metadata)
+        """The recipe it was trained with (the metadata is upgraded to today's schema when it is read)."""
+        return recipe_from_dict(self.metadata["recipe"])
 
     @property
     def classes(self) -> list[str]:
@@ -70,13 +68,11 @@ def find_run(path: Path | str) -> Run:
         raise UserError(f"{path} is not a run folder or a .safetensors/.pth weights file")
     else:
         raise UserError(f"no run at {path}")
-    meta_path = run_dir / METADATA
-    if not meta_path.is_file() and (run_dir / "config.json").is_file():
-        meta_path = run_dir / "config.json"  # a Hub folder (mnist-kit export --format hf) is a run too
-    if not meta_path.is_file():
+    meta_path = metadata_path(run_dir)
+    if meta_path is None:
         raise UserError(f"{run_dir} is not a run folder: no {METADATA} beside the weights")
     try:
-        metadata = read_config(meta_path) if meta_path.name == "config.json" else json.loads(meta_path.read_text())
+        metadata = parse_metadata(meta_path)
         run = Run(run_dir=run_dir, weights=weights, metadata=metadata)
         run.recipe.config["model"]["name"], run.spec  # noqa: B018 (must exist)
         check_metadata(metadata)
@@ -84,36 +80,6 @@ def find_run(path: Path | str) -> Run:
         what = f"{error} is missing" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
         raise UserError(f"{meta_path}: not mnist-kit run metadata ({what})") from None
     return run
-
-
-def pointed_run(path: Path) -> Path:
-    """runs/latest as the run folder it names (so reports name the run itself); any other path as it is. `latest`
-    is a symlink to a sibling folder, or, where the file system has none, a small file holding the folder's name."""
-    if path.name != LATEST:
-        return path
-    if path.is_symlink():
-        target = os.readlink(path)
-        if not path.exists():
-            raise UserError(f"{path} names {target}, which is gone: give a run folder")
-        return path.parent / target if Path(target).name == target else path
-    if not path.exists():
-        raise UserError(f"no run at {path}: it names the last run that finished in {path.parent}, and none has "
-                        f"(train one with: mnist-kit train RECIPE)")
-    if not path.is_file() or path.stat().st_size > 4096:
-        return path
-    name = path.read_text(encoding="utf-8", errors="replace").strip()
-    if not name or name in (".", "..") or "/" in name or "\\" in name:
-        raise UserError(f"{path}: not a pointer to a run folder (it should hold one folder name)")
-    return path.parent / name
-
-
-def read_config(path: Path) -> dict:
-    """A Hub folder's config.json (mnist-kit export --format hf) as run metadata: it carries what opening a run
-    reads."""
-    config = json.loads(path.read_text())
-    if not isinstance(config, dict) or config.get("model_type") != "mnist-kit":
-        raise ValueError("not an mnist-kit config.json (model_type is not mnist-kit)")
-    return config
 
 
 def check_metadata(metadata: dict) -> None:
@@ -140,8 +106,7 @@ warnings.simplefilter("always", Notice)  # every run opened says it, not only th
 
 def weights_check(run: Run, path: Path) -> bool | None:
     """Whether a weights file still has the SHA-256 its run recorded (None: the run recorded none)."""
-    recorded = run.metadata.get("weights", {}).get(path.name) if path.parent == run.run_dir else None
-    return None if recorded is None else sha256_file(path) == recorded
+    return weights_intact(run.metadata, run.run_dir, path)
 
 
 def load_weights(run: Run) -> tuple[dict, Path]:

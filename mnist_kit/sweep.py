@@ -3,7 +3,6 @@
 import csv
 import io
 import itertools
-import json
 import os
 import re
 import warnings
@@ -16,8 +15,9 @@ from typing import Any
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, Notice, UserError
-from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path, run_recipe
+from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path
 from mnist_kit.recipebook import read_search_file
+from mnist_kit.record import LAST, METADATA, is_finished, read_metadata
 
 SWEEP_KEYS = ("description", "recipe", "set", "grid")
 
@@ -78,19 +78,19 @@ def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Poin
     return {**sweep, "base": str(base.resolve()), "name": path.stem}, points
 
 
-def finished_run(point: Point) -> Path | None:
-    """The point's finished run folder (metadata.json, no last.pth) trained from the point's whole recipe, if any:
-    after a change to the sweep's [set], the base recipe or a plugin, the point trains again."""
-    for meta_path in sorted(point.folder.glob("*/metadata.json")):
-        if (meta_path.parent / "last.pth").exists() or meta_path.parent.is_symlink():  # `latest` names one of them
+def finished_run(point: Point) -> tuple[Path, dict] | None:
+    """The point's finished run folder and its metadata, trained from the point's whole recipe, if any: after a
+    change to the sweep's [set], the base recipe or a plugin, the point trains again."""
+    for meta_path in sorted(point.folder.glob(f"*/{METADATA}")):
+        if not is_finished(meta_path.parent):  # interrupted, or `latest`, which names one of the others
             continue
+        metadata = read_metadata(meta_path)
         try:
-            metadata = json.loads(meta_path.read_text())
-            digest = metadata.get("recipe_hash") or recipe_hash(run_recipe(metadata))  # older runs: recomputed
-        except (OSError, ValueError, KeyError, TypeError, UserError):
+            digest = metadata and (metadata.get("recipe_hash") or recipe_hash(recipe_from_dict(metadata["recipe"])))
+        except (OSError, UserError):
             continue  # not a run this sweep can count
         if digest == point.recipe_hash:
-            return meta_path.parent
+            return meta_path.parent, metadata
     return None
 
 
@@ -98,7 +98,7 @@ def unfinished_run(point: Point) -> Path | None:
     """An interrupted run of the point's whole recipe (last.pth), to resume instead of starting over."""
     from mnist_kit.checkpoint import load_last
 
-    for last in sorted(point.folder.glob("*/last.pth")):
+    for last in sorted(point.folder.glob(f"*/{LAST}")):
         if last.parent.is_symlink():
             continue
         try:
@@ -127,8 +127,8 @@ def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> 
     quiet = {"quiet": True, "console": Console(quiet=True), "data_dir": data_dir}
     row = {"point": point.index, **point.values}
     try:
-        if done := finished_run(point):
-            meta = json.loads((done / "metadata.json").read_text())
+        if found := finished_run(point):
+            done, meta = found
             return {**row, "validation_accuracy": meta.get("validation_accuracy"),
                     "test_accuracy": meta["test_accuracy"], "seconds": meta["wall_seconds"],
                     "run": str(done), "status": "done before"}

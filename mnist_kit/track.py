@@ -1,34 +1,20 @@
-"""What a run leaves to look at while and after it trains: history.csv always, TensorBoard event files when the
-recipe asks (`train.log = ["tensorboard"]`).
+"""What a run reports to TensorBoard while and after it trains, when the recipe asks (`train.log = ["tensorboard"]`);
+history.csv, which every run writes, is part of the run record (mnist_kit.record).
 
 Event files are a log that TensorBoard's writer appends as it goes (like last.pth, not an atomic export); the
 x axis of every chart is the optimizer step, so epochs and steps share one axis and a resumed run continues it.
 """
 
-import csv
-import io
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
 from mnist_kit.invocation import install_hint
 
-HISTORY_CSV = "history.csv"
 EVENTS_DIR = "tensorboard"  # inside the run folder: `tensorboard --logdir runs` finds every run's
 WORST = 32  # mistakes shown at the end, the most confident first
-
-
-def write_history_csv(run_dir: Path, history: list[dict]) -> Path:
-    """The epoch table as CSV (one row per epoch, the columns of metadata.json's history), written atomically."""
-    columns = list(dict.fromkeys(key for row in history for key in row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    return write_bytes_atomic(run_dir / HISTORY_CSV, buffer.getvalue().encode())
 
 
 def check_loggers(names: list[str]) -> None:

@@ -5,7 +5,6 @@ import random
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from mnist_kit import export
 from mnist_kit.assemble import Parts, build_parts, check_last_batch, check_registered
-from mnist_kit.atomic import point_atomic
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize, validation_split
 from mnist_kit.device import machine, precision_context, resolve_precision
@@ -36,13 +34,12 @@ from mnist_kit.distributed import (
     share,
     sum_in_place,
 )
-from mnist_kit.errors import Diverged, Interrupted, Notice, UserError
+from mnist_kit.errors import Diverged, Interrupted, UserError
 from mnist_kit.evaluate import evaluate
 from mnist_kit.invocation import command, tool
 from mnist_kit.models import count_parameters
 from mnist_kit.progress import make_display
 from mnist_kit.recipe import (
-    SCHEMA_VERSION,
     Recipe,
     fallback_recipe,
     recipe_from_dict,
@@ -52,7 +49,8 @@ from mnist_kit.recipe import (
     to_toml,
     toml_value,
 )
-from mnist_kit.track import check_loggers, log_end, log_epoch, log_steps, open_events, write_history_csv
+from mnist_kit.record import HISTORY, METADATA, SCHEMA_VERSION, new_run_dir, point_latest, write_history, write_metadata
+from mnist_kit.track import check_loggers, log_end, log_epoch, log_steps, open_events
 
 OnEpoch = Callable[[dict], None]  # called with each epoch's history row (see train)
 
@@ -107,23 +105,6 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def new_run_dir(out_dir: Path, name: str) -> Path:
-    """runs/<recipe>-<YYYYmmdd-HHMMSS>/, with a -2, -3... suffix if that second is taken."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    try:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        for suffix in ["", *(f"-{i}" for i in range(2, 1000))]:
-            run_dir = Path(out_dir) / f"{name}-{stamp}{suffix}"
-            try:
-                run_dir.mkdir()
-                return run_dir
-            except FileExistsError:
-                continue
-    except OSError as error:
-        raise UserError(f"cannot create a run folder in {out_dir}: {error.strerror or error}") from error
-    raise UserError(f"too many runs named {name}-{stamp} in {out_dir}")
 
 
 def load_tensors(config: dict, data_dir, world: World, device: torch.device) -> tuple[Splits, Tensors]:
@@ -370,7 +351,7 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                     with timing(phases, "checkpoint"):
                         writing(run_dir / "last.pth", save_last, run_dir, training_state(
                             recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
-                    writing(run_dir / "history.csv", write_history_csv, run_dir, history)
+                    writing(run_dir / HISTORY, write_history, run_dir, history)
                     if events:
                         log_steps(events, epoch, steps, trained.step_losses, trained.lrs)
                         log_epoch(events, history[-1], steps)
@@ -410,15 +391,6 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
                      test_accuracy=scores["test"]["accuracy"], metadata=metadata)
 
 
-def point_latest(run_dir: Path) -> None:
-    """runs/latest names the run that finished last (make eval/plot/docs use it); a failure is only a warning."""
-    link = run_dir.parent / export.LATEST
-    try:
-        point_atomic(link, run_dir.name)
-    except OSError as error:
-        warnings.warn(Notice(f"cannot point {link} at {run_dir.name}: {error.strerror or error}"), stacklevel=1)
-
-
 def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | None, keep: str,
                  trained: int) -> dict:
     """The scores of what is exported: the last epoch's, or (train.keep = "best") the best validation epoch's
@@ -434,7 +406,7 @@ def save_run(run_dir: Path, model: nn.Module, recipe: Recipe, metadata: dict) ->
     with timing(metadata.setdefault("phase_seconds", {}), "export"):
         metadata["weights"] = writing(run_dir / "model.*", export.save_weights, run_dir, model,
                                       recipe_to_dict(recipe), metadata["test_accuracy"])
-    writing(run_dir / "metadata.json", export.save_metadata, run_dir, metadata)
+    writing(run_dir / METADATA, write_metadata, run_dir, metadata)
 
 
 class NotWritten(Exception):
