@@ -60,7 +60,7 @@ def step_flops(recipe_name: str) -> tuple[int, int, str]:
     config, splits = recipe.config, load_dataset(recipe.config["data"]["dataset"])
     batch = config["data"]["batch_size"]
     steps = -(-len(splits.train_labels) // batch)
-    parts = build_parts(config, splits.spec, steps, torch.device("cpu"), fill=(0.0 - splits.mean) / splits.std)
+    parts = build_parts(config, splits.spec, steps, torch.device("cpu"), fill=splits.fill)
     x = normalize(splits.train_images[:batch], splits.mean, splits.std)
     precision = resolve_precision(config["train"]["precision"], torch.device("cpu"))
     with FlopCounterMode(display=False) as counter, precision_context(precision, torch.device("cpu")):

@@ -118,7 +118,7 @@ def user_errors(command):
             raise typer.Exit(2) from None
         except Interrupted as stop:
             if str(stop):  # empty from torchrun processes other than rank 0
-                errors.print(str(stop), highlight=False, markup=False, soft_wrap=True)
+                errors.print(f"{stop}{advice(stop)}", highlight=False, markup=False, soft_wrap=True)
             raise typer.Exit(130) from None
         except KeyboardInterrupt:
             errors.print("interrupted", highlight=False)
@@ -127,10 +127,15 @@ def user_errors(command):
     return run
 
 
-def advice(error: UserError) -> str:
-    """The command line that helps after an error, where the library's error carries the facts for one."""
+def advice(error: Exception) -> str:
+    """The command line that helps after an error or an interruption, from the facts the library's exception
+    carries: how to train a first run, or how to resume the one kept (on as many processes as it had)."""
     if isinstance(error, NoFinishedRun):
         return f" (train one with: {command()} train RECIPE)"
+    if getattr(error, "resume_dir", None):
+        how = (f"{tool('torchrun')} --nproc_per_node N -m mnist_kit train --resume" if error.processes > 1
+               else f"{command()} train --resume")
+        return f"{', then' if isinstance(error, UserError) else ';'} resume with: {how} {error.resume_dir}"
     return ""
 
 
@@ -193,8 +198,8 @@ def train_command(
     Writes model.pth, model.safetensors, metadata.json and history.csv, and points OUT/latest at the run.
     """
     from mnist_kit.distributed import leave
+    from mnist_kit.fallback import train_with_fallback
     from mnist_kit.recipe import load_recipe
-    from mnist_kit.train import train_with_fallback
 
     if (recipe is None) == (resume is None):
         raise UserError("give a RECIPE to train, or --resume RUN to continue one (not both)")
@@ -207,12 +212,13 @@ def train_command(
     if print_config:
         print(resolved_recipe_text(load_recipe(recipe, set_ or [])), end="")
         return
-    options = {"data_dir": data_dir, "out_dir": out, "quiet": quiet, "console": console}
+    options = {"data_dir": data_dir, "out_dir": out, "quiet": quiet, "console": console,
+               "fallback": not no_fallback, "on_shortfall": say_shortfall}
     try:
         if resume:
-            results = train_with_fallback(resume_dir=resume, fallback=not no_fallback, **options)
+            results = train_with_fallback(resume_dir=resume, **options)
         else:
-            results = train_with_fallback(load_recipe(recipe, set_ or []), fallback=not no_fallback, **options)
+            results = train_with_fallback(load_recipe(recipe, set_ or []), **options)
     finally:
         leave()  # under torchrun: leave the process group cleanly, whatever happened
     if results[-1].run_dir is None:  # a torchrun process other than rank 0: rank 0 reports
@@ -233,6 +239,27 @@ def train_command(
                   f"  {me} predict {final} my-digit.jpg --show-input {final}/inputs"
                   + (f"\n  {tool('tensorboard')} --logdir {final.parent}" if (final / "tensorboard").is_dir() else ""),
                   highlight=False, soft_wrap=True)
+
+
+def shortfall_text(short) -> str:
+    """What the fallback rule did, in words (a mnist_kit.fallback.Shortfall)."""
+    from mnist_kit.recipe import toml_value
+
+    text = (f"{short.run.recipe} reached {short.accuracy:.2%} {short.split} accuracy, under its fallback threshold "
+            f"{short.threshold:.2%} (the original pipeline's rule, read on the {short.split} split"
+            + (" as the original did: this recipe holds no validation images out)" if short.split == "test" else ")"))
+    if short.next is None:
+        return f"{text}; --no-fallback: {short.fallback} is not trained."
+    epochs = short.next_epochs
+    return (f"{text}: training {short.next.name} instead ({epochs} epoch{'s' * (epochs != 1)}"
+            + (f"; carried from --set: {', '.join(f'{k}={toml_value(v)}' for k, v in short.carried.items())}"
+               if short.carried else "")
+            + (f"; dropped, {short.next.name} has no such key: {', '.join(short.dropped)}" if short.dropped else "")
+            + "). --no-fallback turns this off.")
+
+
+def say_shortfall(short) -> None:
+    console.print(shortfall_text(short), highlight=False, soft_wrap=True)
 
 
 def resolved_recipe_text(recipe) -> str:
@@ -484,7 +511,11 @@ def tune_command(
         values = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
         console.print(f"trial {row['trial']}: {result()} ({values})", highlight=False, soft_wrap=True)
 
-    rows, folder = run_study(shipped_file("studies", study_file), out, storage, data_dir, on_trial=trial_done)
+    try:
+        rows, folder = run_study(shipped_file("studies", study_file), out, storage, data_dir, on_trial=trial_done)
+    except Interrupted as stop:
+        raise Interrupted(f"{stop}: {command()} tune {study_file}" + (f" --out {out}" if out else "")
+                          + (f" --storage {storage}" if storage else "")) from None
     keys = [k for k in rows[0] if "." in k] if rows else []
     best = best_trial(rows)
     table = Table("trial", "state", *keys, "validation accuracy", "test accuracy", "seconds", "",

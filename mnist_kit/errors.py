@@ -14,7 +14,20 @@ class NoFinishedRun(UserError):
 
 
 class Interrupted(Exception):
-    """Training stopped by Ctrl-C or SIGTERM; the message says what was kept and how to resume."""
+    """Training stopped by Ctrl-C or SIGTERM; the message says what was kept. `resume_dir`: the run folder whose
+    last.pth continues it (None: nothing to resume), trained by `processes` processes."""
+
+    def __init__(self, message: str = "", resume_dir=None, processes: int = 1):
+        super().__init__(message)
+        self.resume_dir, self.processes = resume_dir, processes
+
+
+class Unwritten(UserError):
+    """A file of a run could not be written (a full disk, a read-only folder); `resume_dir` as for Interrupted."""
+
+    def __init__(self, message: str = "", resume_dir=None, processes: int = 1):
+        super().__init__(message)
+        self.resume_dir, self.processes = resume_dir, processes
 
 
 class Notice(UserWarning):

@@ -56,7 +56,7 @@ def measured_limits(model, splits) -> list[tuple[str, float]]:
     from mnist_kit.evaluate import predict_logits
 
     images, labels = normalize(splits.test_images, splits.mean, splits.std), splits.test_labels
-    fill = (0.0 - splits.mean) / splits.std
+    fill = splits.fill
 
     def accuracy(batch: torch.Tensor) -> float:
         with torch.inference_mode():

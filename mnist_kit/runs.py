@@ -189,7 +189,7 @@ def outputs_on_split(run: Run, model: nn.Module, splits: Splits, tta: bool = Fal
     images = normalize(split_of(run, splits, split)[0], splits.mean, splits.std)
     with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
         if tta:
-            return predict_with_tta(model, images, fill=(0.0 - splits.mean) / splits.std)
+            return predict_with_tta(model, images, fill=splits.fill)
         return predict_logits(model, images)
 
 

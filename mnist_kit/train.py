@@ -1,4 +1,9 @@
-"""The training loop, written out by hand: recipe in, run folder with weights and metadata out."""
+"""The training loop, written out by hand: recipe in, run folder with weights and metadata out.
+
+Read `fit` first: set up (one call), then per epoch train, evaluate, record, and the short list of what happens
+after an epoch (`after_epoch`); the end scores and writes the run. Failures become typed exceptions at one place
+(`failures_as_errors`), carrying the facts (run folder, epoch kept) that the CLI turns into words and commands.
+"""
 
 import math
 import random
@@ -7,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
@@ -24,7 +29,6 @@ from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state,
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize, validation_split
 from mnist_kit.device import machine, precision_context, resolve_precision
 from mnist_kit.distributed import (
-    ALONE,
     World,
     barrier,
     buffers_from_rank0,
@@ -34,22 +38,21 @@ from mnist_kit.distributed import (
     share,
     sum_in_place,
 )
-from mnist_kit.errors import Diverged, Interrupted, UserError
+from mnist_kit.errors import Diverged, Interrupted, Unwritten, UserError
 from mnist_kit.evaluate import evaluate
-from mnist_kit.invocation import command, tool
 from mnist_kit.models import count_parameters
 from mnist_kit.progress import make_display
-from mnist_kit.recipe import (
-    Recipe,
-    fallback_recipe,
-    recipe_from_dict,
-    recipe_hash,
-    recipe_to_dict,
-    run_recipe,
-    to_toml,
-    toml_value,
+from mnist_kit.recipe import Recipe, recipe_from_dict, recipe_hash, recipe_to_dict, to_toml
+from mnist_kit.record import (
+    HISTORY,
+    METADATA,
+    SCHEMA_VERSION,
+    new_run_dir,
+    point_latest,
+    write_history,
+    write_metadata,
 )
-from mnist_kit.record import HISTORY, METADATA, SCHEMA_VERSION, new_run_dir, point_latest, write_history, write_metadata
+from mnist_kit.settings import DataSettings, TrainSettings, data_settings, train_settings
 from mnist_kit.track import check_loggers, log_end, log_epoch, log_steps, open_events
 
 OnEpoch = Callable[[dict], None]  # called with each epoch's history row (see train)
@@ -99,6 +102,160 @@ class Loop:
         return -(-len(self.data.train_y) // self.batch_size)
 
 
+class Trained(NamedTuple):
+    """One epoch of training as measured on the way: the means, and each step's loss and learning rate."""
+
+    loss: float
+    accuracy: float
+    step_losses: torch.Tensor
+    lrs: list[float]
+
+
+@dataclass
+class Run:
+    """A run set up to train: its recipe and settings, the loop's parts, where it is written, what is done."""
+
+    recipe: Recipe
+    settings: TrainSettings
+    data_settings: DataSettings
+    loop: Loop
+    splits: Splits
+    device: torch.device
+    data_dir: Path | str | None
+    run_dir: Path | None  # None on torchrun processes other than rank 0, which write nothing
+    started: str
+    elapsed: float  # seconds spent in earlier processes (a resumed run)
+    history: list[dict] = field(default_factory=list)  # one row per finished epoch
+    best: dict | None = None  # the best validation epoch so far (see best_so_far)
+    kept: int = 0  # epochs safe in last.pth
+    phases: dict[str, float] = field(default_factory=dict)  # seconds this process spent in each part (metadata)
+
+    @property
+    def world(self) -> World:
+        return self.loop.world
+
+
+def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
+          quiet: bool = False, console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+    """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder.
+
+    `on_epoch(row)` is called with each epoch's history row once its checkpoint is written; what it raises ends
+    the run there (a search's pruning), with last.pth kept as after an interruption."""
+    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console, on_epoch=on_epoch)
+
+
+def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bool = False,
+           console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+    """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have. Plugins its
+    recipe names are not imported from it: import them first (the CLI's --plugin)."""
+    state = load_last(run_dir)
+    recipe = recipe_from_dict(state["recipe"])
+    check_registered(recipe.config, str(run_dir))  # its plugins are the user's to give: a run is data
+    return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console,
+               on_epoch=on_epoch)
+
+
+def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
+        run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
+        console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+    """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
+    clock = time.perf_counter()
+    run = set_up(recipe, data_dir, out_dir, run_dir, state)
+    loop, settings, history = run.loop, run.settings, run.history
+    quiet, console = (quiet, console or Console()) if run.world.main else (True, Console(quiet=True))
+    events = open_events(run.run_dir, len(history) * loop.steps_per_epoch) \
+        if "tensorboard" in settings.log and run.world.main else None
+    scores = None
+    try:
+        with stop_signals() as signals, failures_as_errors(run, signals), \
+                make_display(console, quiet, len(loop.data.val_y) > 0) as display:
+            display.start(title(run, state is not None), settings.epochs, loop.steps_per_epoch)
+            for row in history:
+                display.epoch(row)
+            callbacks = after_epoch(run, clock, events, display, on_epoch)
+            for epoch in range(len(history) + 1, settings.epochs + 1):
+                if settings.patience and run.best and epoch - 1 - run.best["epoch"] >= settings.patience:
+                    break  # early stopping: no better validation accuracy for `patience` epochs
+                epoch_clock, lr = time.perf_counter(), loop.parts.optimizer.param_groups[0]["lr"]
+                with timing(run.phases, "train"):
+                    trained = train_epoch(loop, display, epoch)
+                with timing(run.phases, "evaluate"):
+                    scores = evaluate_final(loop, run.splits, epoch)
+                history.append(history_row(epoch, trained, scores, lr, time.perf_counter() - epoch_clock))
+                run.best = best_so_far(run.best, scores, loop.parts, epoch, settings.keep)
+                for callback in callbacks:
+                    callback(trained)
+            with timing(run.phases, "evaluate"):
+                scores = final_scores(loop, run.splits, scores, run.best, settings.keep, len(history))
+            metadata = run_metadata(run, scores, wall_seconds=run.elapsed + time.perf_counter() - clock)
+            if run.world.main:
+                save_run(run.run_dir, loop.parts.final, recipe, metadata)
+                point_latest(run.run_dir)
+            if events:
+                log_end(events, metadata, to_toml(recipe.config), loop.parts.final, loop.data.test_x,
+                        loop.data.test_y, len(history) * loop.steps_per_epoch)
+            barrier(run.world)
+    finally:
+        if events:
+            events.close()
+    if run.world.main:
+        remove_last(run.run_dir)
+    return RunResult(run_dir=run.run_dir, recipe=recipe.name, test_accuracy=scores["test"]["accuracy"],
+                     metadata=metadata)
+
+
+def after_epoch(run: Run, clock: float, events, display, on_epoch: OnEpoch | None) -> list[Callable[[Trained], None]]:
+    """What happens once an epoch is measured, in this order: its checkpoint and history.csv (rank 0), TensorBoard
+    (when the recipe logs to it), the display (once the epoch is safe on disk), the caller's on_epoch (a search's
+    pruning, which may end the run)."""
+
+    def checkpoint(trained: Trained) -> None:
+        if run.world.main:
+            with timing(run.phases, "checkpoint"):
+                writing(run.run_dir / "last.pth", save_last, run.run_dir,
+                        training_state(run, run.elapsed + time.perf_counter() - clock))
+            writing(run.run_dir / HISTORY, write_history, run.run_dir, run.history)
+        run.kept = len(run.history)
+
+    def tensorboard(trained: Trained) -> None:
+        steps = run.loop.steps_per_epoch
+        log_steps(events, len(run.history), steps, trained.step_losses, trained.lrs)
+        log_epoch(events, run.history[-1], steps)
+
+    callbacks = [checkpoint, *([tensorboard] if events else []), lambda trained: display.epoch(run.history[-1])]
+    return callbacks + ([lambda trained: on_epoch(run.history[-1])] if on_epoch else [])
+
+
+def set_up(recipe: Recipe, data_dir, out_dir: Path, run_dir: Path | None, state: dict | None) -> Run:
+    """Everything the loop needs, made once: the process group, the data as device tensors, the seeded parts (DDP-
+    wrapped under torchrun), the precision, and the run folder (new, or the resumed one with its state put back)."""
+    settings, data = train_settings(recipe.config), data_settings(recipe.config)
+    world, device = join(settings.device)
+    check_batch(data.batch_size, world)
+    check_sync_bn(settings.sync_bn, world, device)
+    check_loggers(list(settings.log))
+    phases: dict[str, float] = {}
+    with timing(phases, "data"):
+        splits, tensors = load_tensors(recipe.config, data, settings, data_dir, world, device)
+    with timing(phases, "build"):
+        generator = seed_everything(settings.seed)
+        steps = -(-len(tensors.train_y) // data.batch_size)
+        parts = build_parts(recipe.config, splits.spec, steps, device, fill=splits.fill,
+                            sync_bn=settings.sync_bn and world.size > 1)
+        check_last_batch(parts.model, len(tensors.train_y), data.batch_size, world.size)
+        stepped = DistributedDataParallel(parts.model) if world.size > 1 else parts.model  # synced gradients
+        loop = Loop(parts, stepped, tensors, data.batch_size, resolve_precision(settings.precision, device), world,
+                    generator)
+    if state:
+        history, started, elapsed = restore(parts, state, generator)
+        best = state.get("best")
+    else:
+        run_dir = new_run_dir(out_dir, recipe.name) if world.main else None
+        history, started, elapsed, best = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0, None
+    return Run(recipe, settings, data, loop, splits, device, data_dir, run_dir, started, elapsed, history, best,
+               kept=len(history), phases=phases)
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed python, numpy and torch; return the generator that orders the training batches."""
     random.seed(seed)
@@ -107,17 +264,17 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def load_tensors(config: dict, data_dir, world: World, device: torch.device) -> tuple[Splits, Tensors]:
+def load_tensors(config: dict, data: DataSettings, settings: TrainSettings, data_dir, world: World,
+                 device: torch.device) -> tuple[Splits, Tensors]:
     """The recipe's data set, fetched and verified by one process per machine, as normalized device tensors."""
     if not world.fetches:  # one process per machine fetches; the others read what it verified
         barrier(world)
-    splits = load_dataset(config["data"]["dataset"], data_dir)
+    splits = load_dataset(data.dataset, data_dir)
     if world.fetches:
         barrier(world)
-    data = config["data"]
-    kept, held = validation_split(splits.train_labels, data["validation"], data["split_seed"], splits.num_classes)
-    kept = kept[:data.get("limit")]  # data.limit applies after the validation images are set aside
-    layout = torch.channels_last if config["train"]["channels_last"] else torch.contiguous_format
+    kept, held = validation_split(splits.train_labels, data.validation, data.split_seed, splits.num_classes)
+    kept = kept[:data.limit]  # data.limit applies after the validation images are set aside
+    layout = torch.channels_last if settings.channels_last else torch.contiguous_format
 
     def images(pixels: torch.Tensor) -> torch.Tensor:
         return normalize(pixels, splits.mean, splits.std, device).contiguous(memory_format=layout)
@@ -125,15 +282,6 @@ def load_tensors(config: dict, data_dir, world: World, device: torch.device) -> 
     return splits, Tensors(images(splits.train_images[kept]), splits.train_labels[kept].to(device),
                            images(splits.train_images[held]), splits.train_labels[held].to(device),
                            images(splits.test_images), splits.test_labels.to(device))
-
-
-class Trained(NamedTuple):
-    """One epoch of training as measured on the way: the means, and each step's loss and learning rate."""
-
-    loss: float
-    accuracy: float
-    step_losses: torch.Tensor
-    lrs: list[float]
 
 
 def train_epoch(loop: Loop, display, epoch: int) -> Trained:
@@ -220,24 +368,14 @@ def best_so_far(best: dict | None, scores: dict, parts: Parts, epoch: int, keep:
     return {"epoch": epoch, "accuracy": scores["validation"]["accuracy"], "weights": weights}
 
 
-def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
-          quiet: bool = False, console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
-    """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder.
-
-    `on_epoch(row)` is called with each epoch's history row once its checkpoint is written; what it raises ends
-    the run there (a search's pruning), with last.pth kept as after an interruption."""
-    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console, on_epoch=on_epoch)
-
-
-def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bool = False,
-           console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
-    """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have. Plugins its
-    recipe names are not imported from it: import them first (the CLI's --plugin)."""
-    state = load_last(run_dir)
-    recipe = recipe_from_dict(state["recipe"])
-    check_registered(recipe.config, str(run_dir))  # its plugins are the user's to give: a run is data
-    return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console,
-               on_epoch=on_epoch)
+def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | None, keep: str,
+                 trained: int) -> dict:
+    """The scores of what is exported: the last epoch's, or (train.keep = "best") the best validation epoch's
+    weights put back and scored again; a run resumed after its last epoch is scored once."""
+    if keep == "best" and best["epoch"] != trained:
+        loop.parts.final.load_state_dict(best["weights"])  # the epoch validation chose
+        scores = None
+    return scores or evaluate_final(loop, splits, trained)
 
 
 def restore(parts: Parts, state: dict, generator: torch.Generator) -> tuple[list[dict], str, float]:
@@ -252,15 +390,14 @@ def restore(parts: Parts, state: dict, generator: torch.Generator) -> tuple[list
     return state["history"], state["started"], state["elapsed"]
 
 
-def training_state(recipe: Recipe, loop: Loop, history: list[dict], started: str, elapsed: float,
-                   best: dict | None) -> dict:
+def training_state(run: Run, elapsed: float) -> dict:
     """What last.pth holds: every part's state, every random state, the history, the best validation epoch so
     far, and the recipe."""
-    parts = loop.parts
-    return {"schema": SCHEMA_VERSION, "epoch": len(history), "best": best, "model": parts.model.state_dict(),
+    parts = run.loop.parts
+    return {"schema": SCHEMA_VERSION, "epoch": len(run.history), "best": run.best, "model": parts.model.state_dict(),
             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
-            "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(loop.generator),
-            "history": history, "recipe": recipe_to_dict(recipe), "started": started, "elapsed": elapsed}
+            "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(run.loop.generator),
+            "history": run.history, "recipe": recipe_to_dict(run.recipe), "started": run.started, "elapsed": elapsed}
 
 
 @contextmanager
@@ -298,107 +435,51 @@ def timing(phases: dict[str, float], name: str):
         phases[name] = phases.get(name, 0.0) + time.perf_counter() - start
 
 
-def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
-        run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
-        console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
-    """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
-    console, config, clock = console or Console(), recipe.config, time.perf_counter()
-    phases: dict[str, float] = {}  # seconds this process spent in each part of the run (metadata phase_seconds)
-    world, device = join(config["train"]["device"])
-    check_batch(config["data"]["batch_size"], world)
-    check_sync_bn(config["train"]["sync_bn"], world, device)
-    logs = config["train"].get("log", [])
-    check_loggers(logs)
-    with timing(phases, "data"):
-        splits, data = load_tensors(config, data_dir, world, device)
-    with timing(phases, "build"):
-        generator = seed_everything(config["train"]["seed"])
-        batch_size, epochs = config["data"]["batch_size"], config["train"]["epochs"]
-        steps = -(-len(data.train_y) // batch_size)
-        parts = build_parts(config, splits.spec, steps, device, fill=(0.0 - splits.mean) / splits.std,
-                            sync_bn=config["train"]["sync_bn"] and world.size > 1)
-        check_last_batch(parts.model, len(data.train_y), batch_size, world.size)
-        stepped = DistributedDataParallel(parts.model) if world.size > 1 else parts.model  # synced gradients
-        loop = Loop(parts, stepped, data, batch_size, resolve_precision(config["train"]["precision"], device),
-                    world, generator)
-    if state:
-        history, started, elapsed = restore(parts, state, generator)
-    else:
-        run_dir = new_run_dir(out_dir, recipe.name) if world.main else None
-        history, started, elapsed = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0
-    if not world.main:
-        quiet, console = True, Console(quiet=True)
-    keep, patience = config["train"]["keep"], config["train"]["patience"]
-    scores, kept, best = None, len(history), state.get("best") if state else None  # kept: epochs safe in last.pth
-    events = open_events(run_dir, len(history) * steps) if "tensorboard" in logs and world.main else None
+@contextmanager
+def failures_as_errors(run: Run, signals: list):
+    """The one place a run's failures become the exceptions callers handle, each with what was kept: Ctrl-C or
+    SIGTERM (Interrupted), a loss gone non-finite (UserError), a file the disk refused (Unwritten), and under
+    torchrun a collective that failed because a peer stopped first (Interrupted). A run with no finished epoch
+    leaves no folder. Processes other than rank 0 raise them without words: rank 0 says it."""
     try:
-        with stop_signals() as signals, make_display(console, quiet, len(data.val_y) > 0) as display:
-            display.start(title(recipe, loop, device, len(history) if state else None, data_dir, run_dir), epochs,
-                          steps)
-            for row in history:
-                display.epoch(row)
-            for epoch in range(len(history) + 1, epochs + 1):
-                if patience and best and epoch - 1 - best["epoch"] >= patience:
-                    break  # early stopping: no better validation accuracy for `patience` epochs
-                epoch_clock, lr = time.perf_counter(), parts.optimizer.param_groups[0]["lr"]
-                with timing(phases, "train"):
-                    trained = train_epoch(loop, display, epoch)
-                with timing(phases, "evaluate"):
-                    scores = evaluate_final(loop, splits, epoch)
-                history.append(history_row(epoch, trained, scores, lr, time.perf_counter() - epoch_clock))
-                best = best_so_far(best, scores, parts, epoch, keep)
-                if world.main:
-                    with timing(phases, "checkpoint"):
-                        writing(run_dir / "last.pth", save_last, run_dir, training_state(
-                            recipe, loop, history, started, elapsed + time.perf_counter() - clock, best))
-                    writing(run_dir / HISTORY, write_history, run_dir, history)
-                    if events:
-                        log_steps(events, epoch, steps, trained.step_losses, trained.lrs)
-                        log_epoch(events, history[-1], steps)
-                kept = epoch
-                display.epoch(history[-1])  # shown once it is safe on disk
-                if on_epoch:
-                    on_epoch(history[-1])
-            with timing(phases, "evaluate"):
-                scores = final_scores(loop, splits, scores, best, keep, len(history))
-            metadata = run_metadata(recipe, splits, parts.final, history, scores, best, device=device,
-                                    precision=loop.precision, data_dir=data_dir, train_images=len(data.train_y),
-                                    started=started, wall_seconds=elapsed + time.perf_counter() - clock, world=world)
-            metadata["phase_seconds"] = phases
-            if world.main:
-                save_run(run_dir, parts.final, recipe, metadata)
-                point_latest(run_dir)
-            if events:
-                log_end(events, metadata, to_toml(config), parts.final, data.test_x, data.test_y,
-                        len(history) * steps)
-            barrier(world)
+        yield
     except KeyboardInterrupt:
-        raise interrupted(run_dir, kept, epochs, world) from None
+        raise interrupted(run) from None
     except Diverged as stop:
-        raise stopped(stop, run_dir, kept, epochs, world) from None
+        if not run.world.main:
+            raise UserError("") from None
+        kept = (f"nothing was kept ({run.run_dir} removed)" if forget_empty(run.run_dir, run.kept)
+                else f"{run.run_dir}/last.pth keeps epoch {run.kept} of {run.settings.epochs}, nothing was exported")
+        raise UserError(f"training stopped: {stop}; try a lower learning rate. {kept}") from None
     except NotWritten as failure:
-        raise unwritten(failure, run_dir, kept, epochs, world) from None
+        if not run.world.main:
+            raise Unwritten("") from None
+        if forget_empty(run.run_dir, run.kept):
+            raise Unwritten(f"{failure}; nothing was kept ({run.run_dir} removed)") from None
+        raise Unwritten(f"{failure}; {run.run_dir}/last.pth keeps epoch {run.kept} of {run.settings.epochs}: make "
+                        f"room", resume_dir=run.run_dir, processes=run.world.size) from None
     except Exception:
-        if world.size > 1 and signals:  # a peer stopped first and the collective this process was in failed
-            raise interrupted(run_dir, kept, epochs, world) from None
+        if run.world.size > 1 and signals:  # a peer stopped first and the collective this process was in failed
+            raise interrupted(run) from None
         raise
-    finally:
-        if events:
-            events.close()
-    if world.main:
-        remove_last(run_dir)
-    return RunResult(run_dir=run_dir if world.main else None, recipe=recipe.name,
-                     test_accuracy=scores["test"]["accuracy"], metadata=metadata)
 
 
-def final_scores(loop: Loop, splits: Splits, scores: dict | None, best: dict | None, keep: str,
-                 trained: int) -> dict:
-    """The scores of what is exported: the last epoch's, or (train.keep = "best") the best validation epoch's
-    weights put back and scored again; a run resumed after its last epoch is scored once."""
-    if keep == "best" and best["epoch"] != trained:
-        loop.parts.final.load_state_dict(best["weights"])  # the epoch validation chose
-        scores = None
-    return scores or evaluate_final(loop, splits, trained)
+def interrupted(run: Run) -> Interrupted:
+    """Ctrl-C or SIGTERM: what was kept, and the folder to resume (the CLI says how)."""
+    if not run.world.main:
+        return Interrupted("")  # rank 0 tells where the run is kept
+    if forget_empty(run.run_dir, run.kept):
+        return Interrupted(f"interrupted before the first epoch ended; nothing was kept ({run.run_dir} removed)")
+    return Interrupted(f"interrupted: {run.run_dir}/last.pth keeps epoch {run.kept} of {run.settings.epochs}",
+                       resume_dir=run.run_dir, processes=run.world.size)
+
+
+def forget_empty(run_dir: Path | None, done: int) -> bool:
+    """Remove a run folder that holds nothing (no epoch finished); True if it did."""
+    if done == 0 and run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
+        return True
+    return False
 
 
 def save_run(run_dir: Path, model: nn.Module, recipe: Recipe, metadata: dict) -> None:
@@ -424,89 +505,44 @@ def writing(path: Path, write, *args):
         raise NotWritten(path, error) from error
 
 
-def title(recipe: Recipe, loop: Loop, device: torch.device, resumed_after: int | None, data_dir,
-          run_dir: Path | None) -> str:
+def title(run: Run, resumed: bool) -> str:
     """The lines above the progress display: what trains, and where its data and its run folder are."""
-    world = loop.world
-    return (f"{recipe.name}: {count_parameters(loop.parts.model):,} parameters, {len(loop.data.train_y):,} training "
-            f"images, batch {loop.batch_size}, epochs {recipe.config['train']['epochs']}, on {device}"
+    loop, world = run.loop, run.world
+    return (f"{run.recipe.name}: {count_parameters(loop.parts.model):,} parameters, {len(loop.data.train_y):,} "
+            f"training images, batch {loop.batch_size}, epochs {run.settings.epochs}, on {run.device}"
             + (f" x {world.size} processes ({world.backend})" if world.size > 1 else "")
-            + (f", resuming after epoch {resumed_after}" if resumed_after is not None else "")
-            + f"\n  data in {data_root(data_dir)}" + (f", run folder {run_dir}" if run_dir else ""))
+            + (f", resuming after epoch {len(run.history)}" if resumed else "")
+            + f"\n  data in {data_root(run.data_dir)}" + (f", run folder {run.run_dir}" if run.run_dir else ""))
 
 
-def forget_empty(run_dir: Path | None, done: int) -> bool:
-    """Remove a run folder that holds nothing (no epoch finished); True if it did."""
-    if done == 0 and run_dir is not None and run_dir.is_dir() and not any(run_dir.iterdir()):
-        run_dir.rmdir()
-        return True
-    return False
-
-
-def interrupted(run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> Interrupted:
-    """What to tell the user after Ctrl-C or SIGTERM; a run with no finished epoch leaves no folder."""
-    if not world.main:
-        return Interrupted("")  # rank 0 tells where the run is kept
-    if forget_empty(run_dir, done):
-        return Interrupted(f"interrupted before the first epoch ended; nothing was kept ({run_dir} removed)")
-    return Interrupted(f"interrupted: {run_dir}/last.pth keeps epoch {done} of {epochs}; "
-                       f"resume with: {resume_command(world)} {run_dir}")
-
-
-def resume_command(world: World) -> str:
-    """How to continue a run, on as many processes as it had."""
-    return (f"{tool('torchrun')} --nproc_per_node N -m mnist_kit train --resume" if world.size > 1
-            else f"{command()} train --resume")
-
-
-def stopped(stop: Diverged, run_dir: Path | None, done: int, epochs: int, world: World = ALONE) -> UserError:
-    """What to tell the user when the loss went non-finite: where, what to try, what was kept (never a NaN model)."""
-    if not world.main:
-        return UserError("")  # rank 0 says it
-    kept = (f"nothing was kept ({run_dir} removed)" if forget_empty(run_dir, done)
-            else f"{run_dir}/last.pth keeps epoch {done} of {epochs}, nothing was exported")
-    return UserError(f"training stopped: {stop}; try a lower learning rate. {kept}")
-
-
-def unwritten(failure: NotWritten, run_dir: Path, done: int, epochs: int, world: World = ALONE) -> UserError:
-    """What to tell the user when the disk refused a file: what is kept, and how to go on once there is room."""
-    if not world.main:
-        return UserError("")
-    if forget_empty(run_dir, done):
-        return UserError(f"{failure}; nothing was kept ({run_dir} removed)")
-    return UserError(f"{failure}; {run_dir}/last.pth keeps epoch {done} of {epochs}: make room, then resume with: "
-                     f"{resume_command(world)} {run_dir}")
-
-
-def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list[dict], scores: dict,
-                 best: dict | None, *, device: torch.device, precision: str, data_dir, train_images: int,
-                 started: str, wall_seconds: float, world: World) -> dict:
+def run_metadata(run: Run, scores: dict, wall_seconds: float) -> dict:
     """What a stranger needs to rerun and judge the run."""
-    config, test, validation = recipe.config, scores["test"], scores["validation"]
+    splits, data, test, validation = run.splits, run.data_settings, scores["test"], scores["validation"]
+    best, history = run.best, run.history
     return {
         "schema": SCHEMA_VERSION,
-        "recipe": recipe_to_dict(recipe),
-        "recipe_hash": recipe_hash(recipe),
-        "seed": config["train"]["seed"],
-        "device": str(device),
-        "precision": precision,
+        "recipe": recipe_to_dict(run.recipe),
+        "recipe_hash": recipe_hash(run.recipe),
+        "seed": run.settings.seed,
+        "device": str(run.device),
+        "precision": run.loop.precision,
         "threads": torch.get_num_threads(),
-        "world_size": world.size,
-        "backend": world.backend,
-        "parameters": count_parameters(model),
+        "world_size": run.world.size,
+        "backend": run.world.backend,
+        "parameters": count_parameters(run.loop.parts.final),
         "input_shape": list(splits.input_shape),
         "classes": splits.classes,
-        "data": {"dataset": splits.name, "root": str(data_root(data_dir).resolve()), "files": splits.files,
-                 "train_images": train_images, "validation_images": config["data"]["validation"],
-                 "split_seed": config["data"]["split_seed"], "test_images": len(splits.test_labels),
+        "data": {"dataset": splits.name, "root": str(data_root(run.data_dir).resolve()), "files": splits.files,
+                 "train_images": len(run.loop.data.train_y), "validation_images": data.validation,
+                 "split_seed": data.split_seed, "test_images": len(splits.test_labels),
                  "mean": splits.mean, "std": splits.std},
-        "machine": machine(device),
+        "machine": machine(run.device),
         "history": history,
         "validation_accuracy": validation["accuracy"] if validation else None,
         "validation_loss": validation["loss"] if validation else None,
-        "kept_epoch": best["epoch"] if config["train"]["keep"] == "best" else len(history),
+        "kept_epoch": best["epoch"] if run.settings.keep == "best" else len(history),
         "best_validation_epoch": best["epoch"] if best else None,
-        "stopped_early": len(history) < config["train"]["epochs"],
+        "stopped_early": len(history) < run.settings.epochs,
         "test_accuracy": test["accuracy"],
         "test_loss": test["loss"],
         "per_class_accuracy": dict(zip(splits.classes, test["per_class_accuracy"])),
@@ -514,44 +550,7 @@ def run_metadata(recipe: Recipe, splits: Splits, model: nn.Module, history: list
         "versions": export.versions(),
         "git_commit": export.git_commit(),
         "command": export.command_line(),
-        "started": started,
+        "started": run.started,
         "wall_seconds": wall_seconds,
+        "phase_seconds": run.phases,
     }
-
-
-def train_with_fallback(recipe: Recipe | None = None, *, resume_dir: Path | str | None = None,
-                        fallback: bool = True, **options) -> list[RunResult]:
-    """Train `recipe` (or resume a run); while a run falls short of its [fallback] threshold, train the next.
-
-    The original pipeline's rule: it reads the validation accuracy where the recipe holds images out, else the test
-    accuracy as the original did (the one choice ever made on the test split), and says which. The fallback takes
-    the --set values it has keys for; `fallback=False` (--no-fallback) turns the rule off.
-    """
-    if resume_dir:
-        results = [resume(resume_dir, **{k: v for k, v in options.items() if k != "out_dir"})]
-    else:
-        results = [train(recipe, **options)]
-    recipe = run_recipe(results[-1].metadata)
-    console = options.get("console") or Console()
-    while (threshold := recipe.config["fallback"].get("min_test_accuracy")) is not None:
-        last = results[-1]
-        split, accuracy = (("validation", last.validation_accuracy) if last.validation_accuracy is not None
-                           else ("test", last.test_accuracy))
-        if accuracy >= threshold:
-            break
-        short = (f"{last.recipe} reached {accuracy:.2%} {split} accuracy, under its fallback threshold "
-                 f"{threshold:.2%} (the original pipeline's rule, read on the {split} split"
-                 + (" as the original did: this recipe holds no validation images out)" if split == "test" else ")"))
-        if not fallback:
-            console.print(f"{short}; --no-fallback: {recipe.config['fallback']['recipe']} is not trained.",
-                          highlight=False, soft_wrap=True)
-            break
-        recipe, carried, dropped = fallback_recipe(recipe)
-        epochs = recipe.config["train"]["epochs"]
-        console.print(f"{short}: training {recipe.name} instead ({epochs} epoch{'s' * (epochs != 1)}"
-                      + (f"; carried from --set: {', '.join(f'{k}={toml_value(v)}' for k, v in carried.items())}"
-                         if carried else "")
-                      + (f"; dropped, {recipe.name} has no such key: {', '.join(dropped)}" if dropped else "")
-                      + "). --no-fallback turns this off.", highlight=False, soft_wrap=True)
-        results.append(train(recipe, **options))
-    return results

@@ -224,9 +224,7 @@ def run_study(path: Path | str, out_dir: Path | str | None = None, storage: str 
                            callbacks=callbacks, catch=(UserError,))
         except Interrupted:
             raise Interrupted(f"interrupted: {folder} keeps every finished trial; the interrupted one is tried "
-                              f"again when the study goes on: mnist-kit tune {path}"
-                              + (f" --out {out_dir}" if out_dir else "")
-                              + (f" --storage {storage}" if storage else "")) from None
+                              f"again when the study goes on") from None
     rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
     write_study_summary(folder, rows, list(study_file["space"]))
     write_study_figures(optuna, study, folder)

@@ -5,8 +5,9 @@ import torch
 from rich.console import Console
 
 from mnist_kit.export import load_state_dict
+from mnist_kit.fallback import train_with_fallback
 from mnist_kit.recipe import load_recipe
-from mnist_kit.train import train, train_with_fallback
+from mnist_kit.train import train
 from tests.conftest import QUICK, write_recipe
 
 quiet = {"quiet": True, "console": Console(quiet=True)}

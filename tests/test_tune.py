@@ -140,3 +140,22 @@ def test_without_optuna_tune_says_how_to_install_it(tmp_path, monkeypatch):
 def test_the_shipped_study_reads():
     study = read_study(REPO / "recipes" / "studies" / "fast-3ep.toml")
     assert study["set"]["data.validation"] > 0 and study["trials"] == 24
+
+
+def test_an_interrupted_study_is_told_how_to_go_on_by_the_cli(monkeypatch, tmp_path):
+    """The library says what was kept; the CLI writes the command that continues it (with --out and --storage)."""
+    from typer.testing import CliRunner
+
+    import mnist_kit.tune
+    from mnist_kit.cli import app
+    from mnist_kit.errors import Interrupted
+
+    def stopped(*args, **kwargs):
+        raise Interrupted(f"interrupted: {tmp_path} keeps every finished trial")
+
+    monkeypatch.setattr(mnist_kit.tune, "run_study", stopped)
+    result = CliRunner().invoke(app, ["tune", "fast-3ep", "--out", str(tmp_path), "--storage", "sqlite:///x.db"])
+    assert result.exit_code == 130
+    said = " ".join(result.stderr.split())  # the command as this process runs the CLI (under pytest: python -m ...)
+    assert said.endswith(f"keeps every finished trial: {said.split(': ')[-1].split(' tune ')[0]} tune fast-3ep "
+                         f"--out {tmp_path} --storage sqlite:///x.db")

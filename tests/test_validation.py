@@ -9,12 +9,13 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mnist_kit.cli import app
+from mnist_kit.cli import app, shortfall_text
 from mnist_kit.data import validation_split
 from mnist_kit.errors import UserError
+from mnist_kit.fallback import train_with_fallback
 from mnist_kit.recipe import load_recipe
 from mnist_kit.runs import evaluate_run
-from mnist_kit.train import train, train_with_fallback
+from mnist_kit.train import train
 from tests.conftest import QUICK, SWEEP, write_recipe
 
 quiet = {"quiet": True, "console": Console(quiet=True)}
@@ -89,11 +90,13 @@ def test_the_fallback_reads_validation_where_there_is_a_split(tmp_path):
     weak = QUICK.replace("weight_decay = 1e-5", "weight_decay = 1e-5\nlr = 0.0").replace(
         "limit = 5000", "limit = 1000\nvalidation = 500")
     path = write_recipe(tmp_path / "weak.toml", weak + '[fallback]\nmin_test_accuracy = 0.5\nrecipe = "better.toml"\n')
-    console = Console(record=True, width=300)
-    results = train_with_fallback(load_recipe(path), out_dir=tmp_path / "runs", quiet=True, console=console)
+    heard = []
+    results = train_with_fallback(load_recipe(path), out_dir=tmp_path / "runs", quiet=True,
+                                  console=Console(quiet=True), on_shortfall=heard.append)
     assert [r.recipe for r in results] == ["weak", "better"]
+    assert [(s.split, s.threshold, s.next.name) for s in heard] == [("validation", 0.5, "better")]
     assert "validation accuracy, under its fallback threshold 50.00% (the original pipeline's rule, read on the " \
-           "validation split)" in console.export_text()
+           "validation split)" in shortfall_text(heard[0])
 
 
 def test_sweeps_rank_on_validation_and_warn_when_they_can_only_rank_on_test(sweep_file, tmp_path):
