@@ -17,6 +17,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.models import MODELS, count_parameters
 from mnist_kit.optim import LOSSES, NEEDS_LOG_PROBABILITIES, OPTIMIZERS, SCHEDULERS, make_ema
 from mnist_kit.registry import Registry
+from mnist_kit.settings import train_settings
 
 
 class Part(NamedTuple):
@@ -88,17 +89,18 @@ def build_parts(config: dict, spec: DatasetSpec, steps_per_epoch: int, device: t
     `fill` is the normalized value of a blank pixel (what augmentations shift in); `sync_bn` converts BatchNorm to
     SyncBatchNorm (under torchrun on CUDA; the parameter names stay, so checkpoints stay plain).
     """
+    settings = train_settings(config)
     model = build_model(config, spec).to(device)
     if sync_bn:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    if config["train"]["channels_last"]:
+    if settings.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build("optimizer", config["optimizer"], params=model.parameters())
-    scheduler = build("scheduler", config["scheduler"], optimizer=optimizer, epochs=config["train"]["epochs"],
+    scheduler = build("scheduler", config["scheduler"], optimizer=optimizer, epochs=settings.epochs,
                       steps_per_epoch=steps_per_epoch)
-    loss = build("loss", config["train"]["loss"])
+    loss = build("loss", settings.loss)
     augment = [build("augment", table, fill=fill) for table in config["augment"]]
-    ema = make_ema(model, config["train"]["ema"]) if config["train"]["ema"] else None
+    ema = make_ema(model, settings.ema) if settings.ema else None
     return Parts(model, optimizer, scheduler, loss, augment, ema)
 
 

