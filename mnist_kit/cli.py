@@ -3,8 +3,6 @@
 import functools
 import json
 import os
-import signal
-import time
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -565,7 +563,7 @@ def serve_command(run: RunPath,
 
     Needs the [serve] extra. Ctrl-C stops it.
     """
-    from mnist_kit.serve import make_server, serve_on_ray, serve_workers, stop_ray_serve
+    from mnist_kit.serve import make_server, serve_on_ray_until_stopped, serve_workers
 
     if backend not in ("local", "ray"):
         raise UserError(f"unknown backend {backend!r}; choose local or ray" + closest(backend, ("local", "ray")))
@@ -579,20 +577,10 @@ def serve_command(run: RunPath,
                      f"reach port {port} can use it); --host 127.0.0.1 keeps it to this machine", highlight=False,
                      soft_wrap=True)
     if backend == "ray":
-        try:  # Ctrl-C while deploying or serving: the same clean teardown
-            serve_on_ray(run, address, replicas, host, port, name, allow_host or [])
-            console.print(f"Serving {run} on Ray Serve at http://{host}:{port}/ with {replicas} replica"
-                          f"{'s' * (replicas > 1)} (Ctrl-C stops)", highlight=False, soft_wrap=True)
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the teardown
-            try:
-                stop_ray_serve()
-            finally:
-                signal.signal(signal.SIGINT, previous)
+        ready = (f"Serving {run} on Ray Serve at http://{host}:{port}/ with {replicas} replica"
+                 f"{'s' * (replicas > 1)} (Ctrl-C stops)")
+        serve_on_ray_until_stopped(run, address, replicas, host, port, name, allow_host or [],
+                                   on_ready=lambda: console.print(ready, highlight=False, soft_wrap=True))
         console.print("stopped")
         return
     if workers > 1:

@@ -2,20 +2,21 @@
 
 uvicorn has none: a client that sends half a request line, or a byte now and then, holds its connection (and one
 of `limit_concurrency`'s slots) forever; a few dozen such clients would shut everyone else out with 503s. Here
-the headers of each request must have arrived HEADER_SECONDS after the connection opened or the previous answer
-was sent, else the connection is closed. Bodies have their own deadline (mnist_kit.serve.Guard).
+the headers of each request must have arrived `header_seconds` after the connection opened or the previous answer
+was sent, else the connection is closed. The launcher sets it (mnist_kit.serve.set_header_deadline; default
+serve.HEADER_SECONDS). Bodies have their own deadline (mnist_kit.http_guard.Guard).
+
+This subclasses uvicorn's internal H11Protocol: pyproject pins uvicorn to the versions it is tested with, and
+tests/test_serve.py fails loudly if the methods and attributes used here move.
 """
 
-import os
-
 from uvicorn.protocols.http.h11_impl import H11Protocol
-
-HEADER_SECONDS = float(os.environ.get("MNIST_KIT_HEADER_SECONDS", "10"))
 
 
 class HeaderDeadlineH11(H11Protocol):
     """H11Protocol that closes a connection whose next request's headers are late."""
 
+    header_seconds = 10.0  # set by the launcher
     header_timer = None
 
     def connection_made(self, transport):
@@ -24,7 +25,7 @@ class HeaderDeadlineH11(H11Protocol):
 
     def arm(self) -> None:
         self.disarm()
-        self.header_timer = self.loop.call_later(HEADER_SECONDS, self.headers_too_slow)
+        self.header_timer = self.loop.call_later(self.header_seconds, self.headers_too_slow)
 
     def disarm(self) -> None:
         if self.header_timer is not None:

@@ -1,11 +1,9 @@
-"""Classify a user's own digit images: preprocess them the way MNIST was made, then run the model."""
+"""Classify a user's own digit images: decode them within bounded memory and preprocess them the way MNIST was made
+(white ink centred by mass in 28x28); the model that answers is a mnist_kit.inference.Predictor."""
 
 import io
-import json
 import math
-from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -14,7 +12,6 @@ from PIL import Image, UnidentifiedImageError
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
-from mnist_kit.invocation import install_hint
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what users send; no decoder that runs a program (EPS)
 MAX_PIXELS = 16_000_000  # decoded at full size (PNG, GIF, BMP, WebP, TIFF): at most 64 MB as RGBA bytes
@@ -238,79 +235,13 @@ def save_input(canvas: np.ndarray, folder: Path, stem: str, results: list[dict])
     results[-1]["input"] = str(path)
 
 
-def normalize_image(image: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """A 28x28 [0, 1] image as a (1, 1, 28, 28) model input (quantized to bytes as MNIST's pixels are)."""
-    quantized = np.round(image * 255) / 255
-    return ((torch.from_numpy(quantized).float() - mean) / std)[None, None]
-
-
-@torch.inference_mode()
-def classify(model, inputs: torch.Tensor, classes: list[str], top_k: int) -> list[dict]:
-    """Top-k classes with probabilities for a batch of model inputs."""
-    probabilities = model(inputs).float().softmax(dim=1)
-    values, indices = probabilities.topk(min(top_k, len(classes)), dim=1)
-    return [{"digit": classes[idx[0]], "probability": val[0].item(),
-             "top_k": [{"digit": classes[i], "probability": v.item()} for v, i in zip(val, idx)]}
-            for val, idx in zip(values, indices.tolist())]
-
-
-class OnnxModel(NamedTuple):
-    """A model exported by `mnist-kit export`, from its .onnx file alone: onnxruntime runs it, its metadata says
-    how to preprocess and what the classes are called."""
-
-    run: Callable[[torch.Tensor], torch.Tensor]
-    mean: float
-    std: float
-    classes: list[str]
-
-
-def open_onnx(path: Path) -> OnnxModel:
-    """An .onnx file written by `mnist-kit export RUN --format onnx` (or --int8), ready to classify 28x28 inputs."""
-    try:
-        import onnxruntime
-    except ImportError:
-        raise UserError(f"{path}: an .onnx model runs on onnxruntime: {install_hint('onnx')}") from None
-    if not path.is_file():
-        raise UserError(f"no ONNX model at {path}")
-    try:
-        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own exception types for a file it cannot read
-        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        raise UserError(f"{path}: not an ONNX model onnxruntime can run ({first})") from None
-    properties = session.get_modelmeta().custom_metadata_map
-    try:
-        mean, std = float(properties["mnist_kit.mean"]), float(properties["mnist_kit.std"])
-        classes, shape = json.loads(properties["mnist_kit.classes"]), json.loads(properties["mnist_kit.input_shape"])
-    except KeyError as missing:
-        raise UserError(f"{path}: no {missing.args[0]} in its metadata: predict reads models exported by `mnist-kit "
-                        f"export RUN --format onnx`, whose metadata says how to preprocess") from None
-    except ValueError as error:
-        raise UserError(f"{path}: unreadable mnist-kit metadata ({error})") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0 and isinstance(classes, list) and classes
-            and all(isinstance(c, str) for c in classes)):
-        raise UserError(f"{path}: its mnist-kit metadata (mean, std, classes) is not usable")
-    if shape != [1, SIDE, SIDE]:
-        raise UserError(f"{path}: takes images of shape {shape}; predict makes 1x{SIDE}x{SIDE} grey images")
-    name = session.get_inputs()[0].name
-
-    def run(inputs: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {name: inputs.numpy()})[0])
-
-    return OnnxModel(run, mean, std, classes)
-
-
 def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
                   show_input: Path | str | None = None) -> list[dict]:
-    """Classify image files with a run's model (a run folder, its weights, or an exported .onnx file alone); a file
-    that fails gets an 'error' entry, the rest go on."""
-    from mnist_kit.runs import build_run_model, find_run
+    """Classify image files with a model (a run folder, its weights, a Hub folder, or an exported .onnx file alone);
+    a file that fails gets an 'error' entry, the rest go on."""
+    from mnist_kit.inference import open_predictor
 
-    if Path(path).suffix == ".onnx":
-        model, mean, std, classes = open_onnx(Path(path))
-    else:
-        run = find_run(path)
-        data = run.metadata["data"]
-        model, mean, std, classes = build_run_model(run), data["mean"], data["std"], run.classes
+    predictor = open_predictor(path)
     results, inputs, ok = [], [], []
     for image in images:
         try:
@@ -321,9 +252,9 @@ def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
         results.append({"file": str(image)})
         if show_input:
             save_input(canvas, Path(show_input), Path(image).stem, results)
-        inputs.append(normalize_image(canvas, mean, std))
+        inputs.append(predictor.normalized_canvas(canvas))
         ok.append(results[-1])
     if inputs:
-        for entry, prediction in zip(ok, classify(model, torch.cat(inputs), classes, top_k)):
+        for entry, prediction in zip(ok, predictor.top_k(torch.cat(inputs), top_k)):
             entry.update(prediction)
     return results

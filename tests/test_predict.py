@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from mnist_kit.cli import app
 from mnist_kit.data import normalize
 from mnist_kit.errors import UserError
+from mnist_kit.inference import open_predictor
 from mnist_kit.predict import (
     SERVE_MAX_PIXELS,
     decode_gray,
     mnist_like,
-    normalize_image,
     predict_files,
     read_gray,
 )
@@ -166,8 +166,7 @@ def test_the_inputs_stay_what_they_were_before_bounded_decoding(tmp_path, traine
     photo) is within a small tolerance of what the float64 full-size pipeline gave, and predicts the same digit."""
     subprocess.run([sys.executable, str(REPO / "docs" / "make_examples.py"), str(tmp_path), "--all"], check=True,
                    capture_output=True)
-    model = build_run_model(find_run(trained_run.run_dir))
-    data = find_run(trained_run.run_dir).metadata["data"]
+    predictor = open_predictor(trained_run.run_dir)
     old, new = [], []
     for name in sorted(FIXTURE):
         image = (decode_gray(CASES[name.removeprefix("bench: ")](), name) if name.startswith("bench: ")
@@ -178,9 +177,8 @@ def test_the_inputs_stay_what_they_were_before_bounded_decoding(tmp_path, traine
     assert len(old) == 52
 
     def digits(images):
-        with torch.inference_mode():
-            batch = torch.cat([normalize_image(image, data["mean"], data["std"]) for image in images])
-            return model(batch).argmax(dim=1).tolist()
+        batch = torch.cat([predictor.normalized_canvas(image) for image in images])
+        return predictor.probabilities(batch).argmax(dim=1).tolist()
 
     assert digits(new) == digits(old)
 

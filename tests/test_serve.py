@@ -24,7 +24,8 @@ from mnist_kit.cli import app
 from tests.conftest import one_line_error
 
 pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
-from mnist_kit.serve import MAX_REQUEST, make_server  # noqa: E402
+from mnist_kit.http_guard import MAX_REQUEST  # noqa: E402
+from mnist_kit.serve import make_server  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -285,12 +286,26 @@ def test_the_listening_socket_turns_nagle_off_for_every_connection():
         sock.close()
 
 
-def test_a_request_whose_headers_never_finish_is_closed(trained_run, monkeypatch):
-    # uvicorn alone keeps such a connection (and a concurrency slot) open forever: a few dozen would lock users out
-    import mnist_kit.http_deadline
+def test_the_header_deadline_still_fits_uvicorns_h11_protocol():
+    """HeaderDeadlineH11 subclasses uvicorn's internal H11Protocol (pinned in pyproject): if a newer uvicorn renames
+    what it overrides or reads, this fails here instead of the deadline silently doing nothing."""
+    import inspect
 
-    monkeypatch.setattr(mnist_kit.http_deadline, "HEADER_SECONDS", 1.0)
-    with serving(trained_run.run_dir) as address:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from mnist_kit.http_deadline import HeaderDeadlineH11
+
+    for hook in ("connection_made", "handle_events", "on_response_complete", "connection_lost"):
+        assert callable(getattr(H11Protocol, hook, None)), f"uvicorn's H11Protocol has no {hook} any more"
+    source = inspect.getsource(H11Protocol)
+    for attribute in ("self.cycle", "self.loop", "self.transport", "response_complete"):
+        assert attribute in source, f"uvicorn's H11Protocol no longer uses {attribute}"
+    assert HeaderDeadlineH11.header_seconds == 10.0
+
+
+def test_a_request_whose_headers_never_finish_is_closed(trained_run):
+    # uvicorn alone keeps such a connection (and a concurrency slot) open forever: a few dozen would lock users out
+    with serving(trained_run.run_dir, header_seconds=1.0) as address:
         host, port = address.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as slow:
             slow.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1")  # and nothing more

@@ -1,0 +1,108 @@
+"""A model ready to predict, whatever it came from: a run folder (or one of its weights files), a Hub folder, or an
+exported .onnx file alone. It knows its preprocessing (mean, std, input shape) and its classes, and answers
+probabilities and top-k; `predict`, the server's draw page and its v2 protocol all go through it. No HTTP here.
+"""
+
+import json
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mnist_kit.errors import UserError
+from mnist_kit.invocation import install_hint
+
+SIDE = 28  # MNIST-like images are 28x28 grey
+
+
+@dataclass
+class Predictor:
+    """Scores for normalized inputs, with what they need: the normalization, the input shape and the class names.
+    One forward pass at a time (`lock`): a pass uses every core."""
+
+    scores: Callable[[torch.Tensor], torch.Tensor]  # (N, *input_shape) normalized -> (N, classes) log-probs or logits
+    mean: float
+    std: float
+    input_shape: tuple[int, ...]
+    classes: list[str]
+    name: str  # the recipe's name (the v2 model name by default)
+    source: Path  # the run folder or the .onnx file
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def normalized(self, images: torch.Tensor) -> torch.Tensor:
+        """Images with pixels in [0, 1] (white ink on black) as the model's inputs."""
+        return (images - self.mean) / self.std
+
+    def normalized_canvas(self, canvas: np.ndarray) -> torch.Tensor:
+        """A 28x28 [0, 1] image made by mnist_kit.predict as a (1, 1, 28, 28) input, quantized to bytes first as
+        MNIST's pixels are."""
+        return self.normalized(torch.from_numpy(np.round(canvas * 255) / 255).float())[None, None]
+
+    def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, classes) probabilities for normalized inputs (an empty batch gives an empty answer)."""
+        if not len(inputs):
+            return torch.zeros(0, len(self.classes))
+        with self.lock, torch.inference_mode():
+            return self.scores(inputs).float().softmax(dim=1)
+
+    def top_k(self, inputs: torch.Tensor, k: int = 3) -> list[dict]:
+        """For each input: the most probable class, its probability, and the top k."""
+        values, indices = self.probabilities(inputs).topk(min(k, len(self.classes)), dim=1)
+        return [{"digit": self.classes[idx[0]], "probability": val[0].item(),
+                 "top_k": [{"digit": self.classes[i], "probability": v.item()} for v, i in zip(val, idx)]}
+                for val, idx in zip(values, indices.tolist())]
+
+
+def open_predictor(path: Path | str, name: str | None = None) -> Predictor:
+    """The model at `path` ready to predict: a run folder, its .safetensors/.pth, a Hub folder, or an .onnx file
+    written by `mnist-kit export` (run by onnxruntime, preprocessing from its metadata). `name` defaults to the
+    recipe's name."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return open_onnx(path, name)
+    from mnist_kit.runs import build_run_model, find_run
+
+    run = find_run(path)
+    data = run.metadata["data"]
+    return Predictor(build_run_model(run), data["mean"], data["std"], tuple(run.metadata["input_shape"]),
+                     run.classes, name or run.recipe.name, run.run_dir)
+
+
+def open_onnx(path: Path, name: str | None = None) -> Predictor:
+    """An .onnx file written by `mnist-kit export RUN --format onnx` (or --int8), from the file alone."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError(f"{path}: an .onnx model runs on onnxruntime: {install_hint('onnx')}") from None
+    if not path.is_file():
+        raise UserError(f"no ONNX model at {path}")
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types for a file it cannot read
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not an ONNX model onnxruntime can run ({first})") from None
+    properties = session.get_modelmeta().custom_metadata_map
+    try:
+        mean, std = float(properties["mnist_kit.mean"]), float(properties["mnist_kit.std"])
+        classes, shape = json.loads(properties["mnist_kit.classes"]), json.loads(properties["mnist_kit.input_shape"])
+    except KeyError as missing:
+        raise UserError(f"{path}: no {missing.args[0]} in its metadata: predict reads models exported by `mnist-kit "
+                        f"export RUN --format onnx`, whose metadata says how to preprocess") from None
+    except ValueError as error:
+        raise UserError(f"{path}: unreadable mnist-kit metadata ({error})") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0 and isinstance(classes, list) and classes
+            and all(isinstance(c, str) for c in classes)):
+        raise UserError(f"{path}: its mnist-kit metadata (mean, std, classes) is not usable")
+    if shape != [1, SIDE, SIDE]:
+        raise UserError(f"{path}: takes images of shape {shape}; predict makes 1x{SIDE}x{SIDE} grey images")
+    input_name = session.get_inputs()[0].name
+
+    def scores(inputs: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(session.run(None, {input_name: inputs.numpy()})[0])
+
+    return Predictor(scores, mean, std, tuple(shape), classes, name or properties.get("mnist_kit.recipe", path.stem),
+                     path)

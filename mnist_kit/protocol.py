@@ -1,0 +1,102 @@
+"""What the server answers, as plain functions of a Predictor (mnist_kit.inference): the draw page's top 3 with the
+28x28 input the model saw, and the Open Inference Protocol (v2, as KServe, Triton and Seldon speak it) as JSON
+tensors. No HTTP here: mnist_kit.serve puts these behind routes.
+
+v2: model metadata lists input `image` (FP32, [N, 1, 28, 28], MNIST-like pixels in [0, 1]: white ink on black,
+centred) and `image_file` (BYTES, [N], each an image file in base64, preprocessed here); outputs `probabilities`
+(FP32, [N, classes]) and `label` (INT64, [N]).
+"""
+
+import base64
+import binascii
+
+import numpy as np
+import torch
+
+from mnist_kit.errors import UserError
+from mnist_kit.inference import Predictor
+from mnist_kit.predict import SERVE_MAX_PIXELS, decode_gray, gray_png, mnist_like
+
+MAX_BATCH = 512  # images in one v2 infer request
+
+
+def png_data_url(image: np.ndarray) -> str:
+    """A [0, 1] grey image as a PNG data URL."""
+    return "data:image/png;base64," + base64.b64encode(gray_png(image)).decode()
+
+
+def predict_canvas(predictor: Predictor, body: bytes, top_k: int = 3) -> dict:
+    """What the draw page shows for an image file: the top k and the 28x28 input the model saw."""
+    seen = mnist_like(decode_gray(body, "image", SERVE_MAX_PIXELS), "image")  # a phone's JPEG: decoded at 1/8
+    (answer,) = predictor.top_k(predictor.normalized_canvas(seen), top_k)
+    return {"top": answer["top_k"], "input": png_data_url(seen)}
+
+
+def model_metadata(predictor: Predictor) -> dict:
+    """v2 model metadata: the two ways in, the two answers."""
+    platform = "onnx_onnxv1" if predictor.source.suffix == ".onnx" else "pytorch_safetensors"
+    return {"name": predictor.name, "versions": ["1"], "platform": platform,
+            "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, *predictor.input_shape]},
+                       {"name": "image_file", "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.classes)]},
+                        {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+
+
+def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
+    """A v2 request's input tensor as a normalized model batch."""
+    name, datatype, shape, data = (tensor.get(k) for k in ("name", "datatype", "shape", "data"))
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise UserError(f"input {name!r}: shape must be a list of sizes")
+    if shape[0] > MAX_BATCH:
+        raise UserError(f"input {name!r}: at most {MAX_BATCH} images a request, got {shape[0]}")
+    if not isinstance(data, list):
+        raise UserError(f"input {name!r}: data must be a JSON list (binary tensors are not accepted here)")
+    if name == "image":
+        per_image = int(np.prod(predictor.input_shape))
+        if datatype != "FP32" or int(np.prod(shape[1:])) != per_image:
+            raise UserError(f"input 'image': expected FP32 of shape [N, {', '.join(map(str, predictor.input_shape))}], "
+                            f"got {datatype} {shape}")
+        try:
+            values = np.asarray(data, dtype=np.float32).reshape(-1)
+        except (ValueError, TypeError):
+            raise UserError("input 'image': data must be numbers") from None
+        if values.size != shape[0] * per_image or not np.isfinite(values).all():
+            raise UserError(f"input 'image': {values.size} finite values expected {shape[0] * per_image}")
+        return predictor.normalized(torch.from_numpy(values).view(shape[0], *predictor.input_shape))
+    if name == "image_file":
+        if datatype != "BYTES" or len(shape) != 1 or len(data) != shape[0]:
+            raise UserError(f"input 'image_file': expected BYTES of shape [N] with N base64 strings, got {datatype} "
+                            f"{shape} with {len(data)} items")
+        batch = []
+        for i, item in enumerate(data):
+            try:
+                raw = base64.b64decode(item, validate=True)
+            except (binascii.Error, TypeError, ValueError):
+                raise UserError(f"input 'image_file' item {i}: not base64 text") from None
+            seen = mnist_like(decode_gray(raw, f"image_file {i}", SERVE_MAX_PIXELS), f"image_file {i}")
+            batch.append(predictor.normalized_canvas(seen))
+        return torch.cat(batch) if batch else torch.zeros(0, *predictor.input_shape)
+    raise UserError(f"unknown input {name!r}; this model takes 'image' (FP32) or 'image_file' (BYTES)")
+
+
+def infer(predictor: Predictor, request: dict) -> dict:
+    """A v2 inference request (JSON tensors) and its response."""
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
+        raise UserError("a v2 request has 'inputs': a list of exactly one tensor ('image' or 'image_file')")
+    if not isinstance(request["inputs"][0], dict):
+        raise UserError("each input is a JSON object with name, datatype, shape and data")
+    batch = tensor_input(predictor, request["inputs"][0])
+    wanted = [o.get("name") if isinstance(o, dict) else None for o in request.get("outputs") or []] or \
+        ["probabilities", "label"]
+    unknown = [n for n in wanted if n not in ("probabilities", "label")]
+    if unknown:
+        raise UserError(f"unknown output {unknown[0]!r}; this model answers 'probabilities' and 'label'")
+    probabilities = predictor.probabilities(batch)
+    outputs = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
+                                 "data": probabilities.flatten().tolist()},
+               "label": {"name": "label", "datatype": "INT64", "shape": [len(batch)],
+                         "data": probabilities.argmax(dim=1).tolist()}}
+    answer = {"model_name": predictor.name, "model_version": "1", "outputs": [outputs[n] for n in wanted]}
+    if "id" in request:
+        answer["id"] = request["id"]
+    return answer
