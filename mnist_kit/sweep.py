@@ -1,7 +1,5 @@
 """Sweeps: one base recipe, a grid of --set values, a run per point (finished points are skipped)."""
 
-import csv
-import io
 import itertools
 import os
 import re
@@ -12,12 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, Notice, UserError
 from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path
 from mnist_kit.recipebook import read_search_file
 from mnist_kit.record import LAST, METADATA, is_finished, read_metadata
+from mnist_kit.search import best_row, point_figures, train_point, write_summary_csv
 
 SWEEP_KEYS = ("description", "recipe", "set", "grid")
 
@@ -117,29 +115,20 @@ def failed_row(point: Point, error: str) -> dict:
 def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> dict:
     """Train (or resume) one point quietly in `threads` threads; its summary row, with 'error' if it failed."""
     import torch
-    from rich.console import Console
-
-    from mnist_kit.train import resume, train
 
     previous_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
-    quiet = {"quiet": True, "console": Console(quiet=True), "data_dir": data_dir}
     row = {"point": point.index, **point.values}
     try:
         if found := finished_run(point):
-            done, meta = found
-            return {**row, "validation_accuracy": meta.get("validation_accuracy"),
-                    "test_accuracy": meta["test_accuracy"], "seconds": meta["wall_seconds"],
-                    "run": str(done), "status": "done before"}
+            return {**row, **point_figures(found[1], found[0]), "status": "done before"}
         if partial := unfinished_run(point):
             load_recipe(base, point.overrides)  # the user's recipe imports its plugins; the run folder imports none
-            result = resume(partial, **quiet)
+            result = train_point(resume_dir=partial, data_dir=data_dir)
         else:
-            result = train(load_recipe(base, point.overrides), out_dir=point.folder, **quiet)
-        return {**row, "validation_accuracy": result.validation_accuracy, "test_accuracy": result.test_accuracy,
-                "seconds": result.metadata["wall_seconds"],
-                "run": str(result.run_dir), "status": "trained"}
+            result = train_point(load_recipe(base, point.overrides), out_dir=point.folder, data_dir=data_dir)
+        return {**row, **point_figures(result.metadata, result.run_dir), "status": "trained"}
     except (UserError, Interrupted) as error:
         return failed_row(point, str(error))
     except Exception as error:  # a point that crashes is reported; the sweep goes on
@@ -200,23 +189,14 @@ def ranked_on(rows: list[dict]) -> str:
 def best_point(rows: list[dict]) -> dict | None:
     """The row with the highest validation accuracy (the first of equals); the test accuracy only for a sweep
     whose points hold no images out (see ranked_on)."""
-    scored, key = [row for row in rows if "test_accuracy" in row], ranked_on(rows)
-    return max(scored, key=lambda row: row[key]) if scored else None
+    return best_row([row for row in rows if "test_accuracy" in row], ranked_on(rows))
 
 
 def write_summary(out: Path, rows: list[dict], keys: list[str]) -> None:
     """summary.csv (a row per point, the best marked) and summary.png (accuracy per point)."""
     from mnist_kit.plots import save_png, sweep_figure
 
-    best = best_point(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["point", *keys, "validation_accuracy", "test_accuracy", "seconds", "best", "status", "run",
-                     "error"])
-    for row in rows:
-        writer.writerow([row["point"], *(row.get(k) for k in keys), row.get("validation_accuracy") or "",
-                         row.get("test_accuracy", ""),
-                         f"{row['seconds']:.1f}" if "seconds" in row else "", "*" if row is best else "",
-                         row["status"], row.get("run", ""), row.get("error", "")])
-    write_bytes_atomic(out / "summary.csv", buffer.getvalue().encode())
+    write_summary_csv(out / "summary.csv", ["point", *keys, "validation_accuracy", "test_accuracy", "seconds",
+                                           "best", "status", "run", "error"], rows, best_point(rows),
+                      {"seconds": lambda seconds: f"{seconds:.1f}"})
     save_png(sweep_figure(rows, keys, ranked_on(rows)), out / "summary.png")

@@ -9,8 +9,6 @@ SIGTERM) at once. The best trial is the best validation accuracy; its test accur
 never chooses.
 """
 
-import csv
-import io
 import json
 import math
 import shutil
@@ -20,13 +18,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.invocation import install_hint
 from mnist_kit.recipe import load_recipe, recipe_path
 from mnist_kit.recipebook import read_search_file
 from mnist_kit.registry import closest
+from mnist_kit.search import best_row, point_figures, train_point, write_summary_csv
 
 STUDY_KEYS = ("description", "recipe", "trials", "minutes", "sampler", "pruner", "seed", "heartbeat_seconds",
               "grace_seconds", "set", "space")
@@ -162,10 +160,6 @@ def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: 
                   on_epoch: Callable[[int, dict], None] | None = None):
     """The function Optuna calls per trial: train the recipe the trial's values make, in trials/NNNN, reporting
     validation accuracy after each epoch for the pruner; returns the final validation accuracy."""
-    from rich.console import Console
-
-    from mnist_kit.train import train
-
     def objective(trial) -> float:
         values = {key: suggest(trial, key, spec) for key, spec in study_file["space"].items()}
         recipe = load_recipe(base, {**study_file["set"], **values})
@@ -179,8 +173,7 @@ def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: 
                 raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
         try:
-            result = train(recipe, data_dir=data_dir, out_dir=out, quiet=True, console=Console(quiet=True),
-                           on_epoch=report)
+            result = train_point(recipe, out_dir=out, data_dir=data_dir, on_epoch=report)
         except optuna.TrialPruned:
             shutil.rmtree(out, ignore_errors=True)  # its numbers are in the database; its weights are not wanted
             raise
@@ -188,10 +181,10 @@ def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: 
             trial.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})  # tried again later
             shutil.rmtree(out, ignore_errors=True)
             raise
-        trial.set_user_attr("test_accuracy", result.test_accuracy)
-        trial.set_user_attr("seconds", result.metadata["wall_seconds"])
-        trial.set_user_attr("run", str(result.run_dir))
-        return result.validation_accuracy
+        figures = point_figures(result.metadata, result.run_dir)
+        for key in ("test_accuracy", "seconds", "run"):
+            trial.set_user_attr(key, figures[key])
+        return figures["validation_accuracy"]
 
     return objective
 
@@ -248,22 +241,14 @@ def trial_row(trial) -> dict:
 
 def best_trial(rows: list[dict]) -> dict | None:
     """The complete trial with the best validation accuracy (the first of equals); test accuracy never chooses."""
-    scored = [row for row in rows if row["validation_accuracy"] is not None]
-    return max(scored, key=lambda row: row["validation_accuracy"]) if scored else None
+    return best_row(rows, "validation_accuracy")
 
 
 def write_study_summary(folder: Path, rows: list[dict], keys: list[str]) -> Path:
     """summary.csv: a row per trial, the best (by validation) marked."""
-    best = best_trial(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    columns = ["trial", "state", *keys, "validation_accuracy", "test_accuracy", "seconds", "trial_seconds",
-               "pruned_after", "retry_of", "best", "run"]
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow([("*" if row is best else "") if c == "best" else row.get(c, "") if row.get(c) is not None
-                         else "" for c in columns])
-    return write_bytes_atomic(folder / "summary.csv", buffer.getvalue().encode())
+    return write_summary_csv(folder / "summary.csv", ["trial", "state", *keys, "validation_accuracy", "test_accuracy",
+                                                      "seconds", "trial_seconds", "pruned_after", "retry_of", "best",
+                                                      "run"], rows, best_trial(rows))
 
 
 def write_study_figures(optuna, study, folder: Path) -> list[Path]:
