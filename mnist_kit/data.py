@@ -37,11 +37,6 @@ class DatasetSpec:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    @property
-    def fill(self) -> float:
-        """A black pixel (0) once normalized: what augmentation fills the space it uncovers with."""
-        return (0.0 - self.mean) / self.std
-
 
 def describes(input_shape: tuple[int, int, int], classes: list[str], train_images: int, test_images: int):
     """Decorator: a dataset factory states its image shape, classes and split sizes (as `factory.spec`)."""
