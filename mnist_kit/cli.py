@@ -441,12 +441,8 @@ def sweep_command(
     from mnist_kit.recipebook import shipped_file
     from mnist_kit.sweep import best_point, local_backend, run_sweep
 
-    if backend not in ("local", "ray"):
-        raise UserError(f"unknown backend {backend!r}; choose local or ray" + closest(backend, ("local", "ray")))
-    if backend == "ray" and workers > 1:
-        raise UserError("--workers is for the local backend; on Ray the cluster's CPUs decide (see --cpus-per-point)")
-    if backend == "local" and address:
-        raise UserError("--address names a Ray cluster: use it with --backend ray")
+    check_backend(backend, local_only={"--workers": workers > 1}, ray_only={"--address": bool(address)},
+                  on_ray="on Ray the cluster's CPUs decide (see --cpus-per-point)")
     if backend == "ray":
         from mnist_kit.cluster import ray_backend
 
@@ -565,12 +561,8 @@ def serve_command(run: RunPath,
     """
     from mnist_kit.serve import make_server, serve_on_ray_until_stopped, serve_workers
 
-    if backend not in ("local", "ray"):
-        raise UserError(f"unknown backend {backend!r}; choose local or ray" + closest(backend, ("local", "ray")))
-    if backend == "local" and (address or replicas > 1):
-        raise UserError("--address and --replicas are for --backend ray")
-    if backend == "ray" and (workers > 1 or plugin):
-        raise UserError("--workers and --plugin are for the local backend (on Ray: --replicas)")
+    check_backend(backend, local_only={"--workers": workers > 1, "--plugin": bool(plugin)},
+                  ray_only={"--address": bool(address), "--replicas": replicas > 1}, on_ray="on Ray: --replicas")
     use_plugins(plugin)
     if host in ("0.0.0.0", "::"):
         errors.print(f"warning: --host {host} serves this model to every network this machine is on (anyone who can "
@@ -701,6 +693,18 @@ def recipes_show(name: Annotated[str, typer.Argument(
     from mnist_kit.recipebook import recipe_text
 
     print(recipe_text(name), end="")
+
+
+def check_backend(backend: str, local_only: dict[str, bool], ray_only: dict[str, bool], on_ray: str) -> None:
+    """--backend is local or ray, and no option given is for the other one (`local_only`, `ray_only`: option ->
+    whether it was given)."""
+    if backend not in ("local", "ray"):
+        raise UserError(f"unknown backend {backend!r}; choose local or ray" + closest(backend, ("local", "ray")))
+    wrong = [option for option, given in (ray_only if backend == "local" else local_only).items() if given]
+    if wrong:
+        verb = "is" if len(wrong) == 1 else "are"
+        raise UserError(f"{' and '.join(wrong)} {verb} for --backend ray (a Ray cluster)" if backend == "local"
+                        else f"{' and '.join(wrong)} {verb} for the local backend; {on_ray}")
 
 
 def percent(value: float | None) -> str:

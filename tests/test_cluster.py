@@ -57,12 +57,23 @@ def test_more_cpus_per_point_than_any_machine_has_is_an_error(sweep_file, tmp_pa
 @pytest.mark.parametrize("args, message", [
     (["--backend", "slurm"], "unknown backend 'slurm'; choose local or ray"),
     (["--backend", "ray", "--workers", "2"], "--workers is for the local backend"),
-    (["--address", "10.0.0.1:6379"], "--address names a Ray cluster: use it with --backend ray"),
+    (["--address", "10.0.0.1:6379"], "--address is for --backend ray (a Ray cluster)"),
 ])
 def test_backend_mistakes_are_one_line_errors(sweep_file, tmp_path, args, message):
     result = CliRunner().invoke(app, ["sweep", str(sweep_file), "--out", str(tmp_path / "out"), *args])
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "slurm"], "unknown backend 'slurm'; choose local or ray"),
+    (["--replicas", "2"], "--replicas is for --backend ray (a Ray cluster)"),
+    (["--backend", "ray", "--workers", "2", "--plugin", "mine.py"],
+     "--workers and --plugin are for the local backend; on Ray: --replicas"),
+])
+def test_serve_backend_mistakes_are_one_line_errors(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["serve", str(tmp_path / "no-run"), *args])
+    assert result.exit_code == 2 and message in result.output
 
 
 def test_an_address_nobody_answers_is_a_quick_clear_error(sweep_file, tmp_path):
