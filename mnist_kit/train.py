@@ -45,6 +45,7 @@ from mnist_kit.progress import make_display
 from mnist_kit.recipe import Recipe, recipe_from_dict, recipe_hash, recipe_to_dict, to_toml
 from mnist_kit.record import (
     HISTORY,
+    LAST,
     METADATA,
     SCHEMA_VERSION,
     new_run_dir,
@@ -212,7 +213,7 @@ def after_epoch(run: Run, clock: float, events, display, on_epoch: OnEpoch | Non
     def checkpoint(trained: Trained) -> None:
         if run.world.main:
             with timing(run.phases, "checkpoint"):
-                writing(run.run_dir / "last.pth", save_last, run.run_dir,
+                writing(run.run_dir / LAST, save_last, run.run_dir,
                         training_state(run, run.elapsed + time.perf_counter() - clock))
             writing(run.run_dir / HISTORY, write_history, run.run_dir, run.history)
         run.kept = len(run.history)
@@ -236,7 +237,7 @@ def set_up(recipe: Recipe, data_dir, out_dir: Path, run_dir: Path | None, state:
     check_loggers(list(settings.log))
     phases: dict[str, float] = {}
     with timing(phases, "data"):
-        splits, tensors = load_tensors(recipe.config, data, settings, data_dir, world, device)
+        splits, tensors = load_tensors(data, settings, data_dir, world, device)
     with timing(phases, "build"):
         generator = seed_everything(settings.seed)
         steps = -(-len(tensors.train_y) // data.batch_size)
@@ -264,7 +265,7 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def load_tensors(config: dict, data: DataSettings, settings: TrainSettings, data_dir, world: World,
+def load_tensors(data: DataSettings, settings: TrainSettings, data_dir, world: World,
                  device: torch.device) -> tuple[Splits, Tensors]:
     """The recipe's data set, fetched and verified by one process per machine, as normalized device tensors."""
     if not world.fetches:  # one process per machine fetches; the others read what it verified
