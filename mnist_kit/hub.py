@@ -50,17 +50,16 @@ def rotated(images: torch.Tensor, degrees: float, fill: float) -> torch.Tensor:
     return F.grid_sample(images - fill, grid, align_corners=False) + fill
 
 
-def measured_limits(model, splits) -> list[tuple[str, float]]:
-    """Test accuracy of the model on the test split as it is and as users' images may differ from it."""
+def measured_limits(predictor, splits) -> list[tuple[str, float]]:
+    """Test accuracy of a mnist_kit.inference.Predictor on the test split as it is and as users' images may differ
+    from it."""
     from mnist_kit.data import normalize
-    from mnist_kit.evaluate import predict_logits
 
     images, labels = normalize(splits.test_images, splits.mean, splits.std), splits.test_labels
     fill = splits.fill
 
     def accuracy(batch: torch.Tensor) -> float:
-        with torch.inference_mode():
-            return float((predict_logits(model, batch).argmax(dim=1) == labels).float().mean())
+        return float((predictor.scores_in_batches(batch).argmax(dim=1) == labels).float().mean())
 
     def moved(pixels: int) -> torch.Tensor:  # right and down: pad left and top, keep the first 28x28
         return F.pad(images, (pixels, 0, pixels, 0), value=fill)[..., :images.shape[2], :images.shape[3]]
@@ -159,10 +158,13 @@ def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str 
         raise UserError(f"--format hf needs huggingface_hub: {install_hint('hub')}") from None
     import hashlib
 
-    from mnist_kit.runs import build_run_model_from, find_run, run_dataset
+    from mnist_kit.inference import open_predictor
+    from mnist_kit.runs import run_dataset
 
-    run = find_run(run_path)
-    model, used = build_run_model_from(run)
+    if Path(run_path).suffix == ".onnx":
+        raise UserError(f"{run_path} is not a run folder or a .safetensors/.pth weights file")
+    predictor = open_predictor(run_path)
+    run, model, used = predictor.run, predictor.scores, predictor.weights
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +177,7 @@ def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str 
         write_bytes_atomic(out / "model.safetensors", blob)
         write_json_atomic(out / CONFIG, hub_config(run.metadata, run.recipe, hashlib.sha256(blob).hexdigest()))
         card = model_card(run.metadata, run.recipe, out.resolve().name,
-                          measured_limits(model, run_dataset(run, data_dir)))
+                          measured_limits(predictor, run_dataset(run, data_dir)))
         write_bytes_atomic(out / "README.md", str(card).encode())
     except OSError as error:
         raise UserError(f"cannot write into {out}: {error.strerror or error}") from None

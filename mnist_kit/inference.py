@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from mnist_kit.errors import UserError
+from mnist_kit.evaluate import EVAL_BATCH
 from mnist_kit.invocation import install_hint
 
 SIDE = 28  # MNIST-like images are 28x28 grey
@@ -24,13 +25,16 @@ class Predictor:
     """Scores for normalized inputs, with what they need: the normalization, the input shape and the class names.
     One forward pass at a time (`lock`): a pass uses every core."""
 
-    scores: Callable[[torch.Tensor], torch.Tensor]  # (N, *input_shape) normalized -> (N, classes) log-probs or logits
+    scores: Callable[[torch.Tensor], torch.Tensor]  # normalized (N, *input_shape) -> (N, classes) log-probs or
+    # logits: a run's model itself (in eval mode), or an onnxruntime session's run
     mean: float
     std: float
     input_shape: tuple[int, ...]
     classes: list[str]
     name: str  # the recipe's name (the v2 model name by default)
     source: Path  # the run folder or the .onnx file
+    run: object = None  # the mnist_kit.runs.Run it was opened from (None for an .onnx file)
+    weights: Path | None = None  # the weights file its tensors came from (a run's; None for an .onnx file)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
@@ -49,6 +53,11 @@ class Predictor:
         with self.lock, torch.inference_mode():
             return self.scores(inputs).float().softmax(dim=1)
 
+    def scores_in_batches(self, inputs: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
+        """The scores of many inputs (a whole split), `batch` at a time."""
+        with self.lock, torch.inference_mode():
+            return torch.cat([self.scores(chunk) for chunk in inputs.split(batch)])
+
     def top_k(self, inputs: torch.Tensor, k: int = 3) -> list[dict]:
         """For each input: the most probable class, its probability, and the top k."""
         values, indices = self.probabilities(inputs).topk(min(k, len(self.classes)), dim=1)
@@ -64,12 +73,13 @@ def open_predictor(path: Path | str, name: str | None = None) -> Predictor:
     path = Path(path)
     if path.suffix == ".onnx":
         return open_onnx(path, name)
-    from mnist_kit.runs import build_run_model, find_run
+    from mnist_kit.runs import build_run_model_from, find_run
 
     run = find_run(path)
     data = run.metadata["data"]
-    return Predictor(build_run_model(run), data["mean"], data["std"], tuple(run.metadata["input_shape"]),
-                     run.classes, name or run.recipe.name, run.run_dir)
+    model, weights = build_run_model_from(run)
+    return Predictor(model, data["mean"], data["std"], tuple(run.metadata["input_shape"]), run.classes,
+                     name or run.recipe.name, run.run_dir, run, weights)
 
 
 def open_onnx(path: Path, name: str | None = None) -> Predictor:
