@@ -6,32 +6,16 @@ and `PARTS` below is the one statement of what the code itself passes to each fa
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from mnist_kit.augment import AUGMENTATIONS
 from mnist_kit.data import DatasetSpec, dataset_spec
 from mnist_kit.errors import UserError
-from mnist_kit.models import MODELS, count_parameters
-from mnist_kit.optim import LOSSES, NEEDS_LOG_PROBABILITIES, OPTIMIZERS, SCHEDULERS, make_ema
-from mnist_kit.registry import Registry
+from mnist_kit.models import count_parameters
+from mnist_kit.optim import NEEDS_LOG_PROBABILITIES, make_ema
+from mnist_kit.parts import PARTS  # noqa: F401 (re-exported: what the code passes each factory)
 from mnist_kit.settings import train_settings
-
-
-class Part(NamedTuple):
-    registry: Registry
-    supplied: tuple[str, ...]  # arguments the code passes; a recipe never sets them
-
-
-PARTS = {
-    "model": Part(MODELS, ("input_shape", "num_classes")),
-    "optimizer": Part(OPTIMIZERS, ("params",)),
-    "scheduler": Part(SCHEDULERS, ("optimizer", "epochs", "steps_per_epoch")),
-    "loss": Part(LOSSES, ()),  # recipe key train.loss
-    "augment": Part(AUGMENTATIONS, ("fill",)),  # a list of [[augment]] tables, applied in order
-}
 
 
 @dataclass
@@ -129,6 +113,24 @@ def dry_build(config: dict) -> tuple[Parts, int]:
     check_outputs(parts.model, config, spec)
     check_last_batch(parts.model, images, batch_size)
     return parts, images
+
+
+def check_recipe(recipe) -> tuple[Parts, int]:
+    """Check a loaded recipe the way running it would, before any data: build every part on the CPU and run the
+    model once (dry_build), then the same for each recipe of its fallback chain, with the --set values it would
+    carry. What `train` and every command that runs recipes call first; returns the recipe's parts and its number
+    of training images."""
+    from mnist_kit.recipe import fallback_recipe
+
+    checked, current = None, recipe
+    while current is not None:
+        try:
+            built = dry_build(current.config)
+        except UserError as error:
+            raise UserError(f"{current.path.name}: {error}") from error
+        checked = checked or built
+        current = (fallback_recipe(current) or (None,))[0]
+    return checked
 
 
 def describe(parts: Parts) -> str:

@@ -262,10 +262,10 @@ def say_shortfall(short) -> None:
 
 def resolved_recipe_text(recipe) -> str:
     """--print-config: the recipe after --set and defaults, as TOML, with what its parts come to."""
-    from mnist_kit.assemble import describe, dry_build
+    from mnist_kit.assemble import check_recipe, describe
     from mnist_kit.recipe import to_toml, toml_value
 
-    parts, images = dry_build(recipe.config)
+    parts, images = check_recipe(recipe)
     batch = recipe.config["data"]["batch_size"]
     overrides = " ".join(f"{k}={toml_value(v)}" for k, v in recipe.overrides.items())
     return (f"# {recipe.name} ({recipe.path})" + (f" with --set {overrides}" if overrides else "") + "\n"

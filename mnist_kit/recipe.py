@@ -1,4 +1,5 @@
-"""TOML recipes: find, load, override with --set, check against the schema and the factories, resolve."""
+"""TOML recipes: find, load, override with --set, check against the schema and the factories' signatures, resolve;
+the recipe's one dict form and its hash. Nothing is built here (mnist_kit.assemble builds)."""
 
 import copy
 import hashlib
@@ -9,9 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mnist_kit.assemble import PARTS, dry_build
 from mnist_kit.data import DATASETS
 from mnist_kit.errors import UserError
+from mnist_kit.parts import PARTS
 from mnist_kit.plugins import import_plugins
 from mnist_kit.recipebook import (  # noqa: F401 (re-exported)
     RECIPES_DIR,
@@ -190,18 +191,15 @@ def jsonable(value: Any) -> Any:
 
 def load_recipe(name_or_path: str | Path, overrides: Mapping[str, Any] | Sequence[str] = (),
                 relative_to: Path | None = None, _chain: tuple[Path, ...] = ()) -> Recipe:
-    """Find, read, override, import plugins, resolve and check a recipe: every part is built once on the CPU
-    (no data), and its fallback chain is checked with the overrides it would carry."""
+    """Find, read, override, import plugins and resolve a recipe against the factories' signatures; its fallback
+    chain is resolved with the overrides it would carry. Building the parts is the runner's check
+    (mnist_kit.assemble.check_recipe, which train and every command that runs recipes call first)."""
     path = recipe_path(name_or_path, relative_to).resolve()
     overrides = parse_overrides(overrides)
     config = apply_overrides(read_toml(path), overrides)
     if isinstance(config.get("plugins"), list):
         import_plugins(config["plugins"], path.parent)
     resolved = resolve(config, path.name)
-    try:
-        dry_build(resolved)
-    except UserError as error:
-        raise UserError(f"{path.name}: {error}") from error
     recipe = Recipe(name=path.stem, path=path, config=resolved, overrides=overrides)
     chain = (*_chain, path)
     if fallback := resolved["fallback"].get("recipe"):

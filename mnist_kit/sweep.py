@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mnist_kit.assemble import check_recipe
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, Notice, UserError
 from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path
@@ -66,7 +67,9 @@ def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Poin
         overrides = {**sweep.get("set", {}), **values}
         index = len(points) + 1
         try:
-            digest = recipe_hash(load_recipe(base, overrides))
+            recipe = load_recipe(base, overrides)
+            check_recipe(recipe)
+            digest = recipe_hash(recipe)
         except UserError as error:
             raise UserError(f"{path}: point {index} ({slug(values)}): {error}") from error
         if digest in seen:  # the same recipe twice (1e-3 and 0.001): one point

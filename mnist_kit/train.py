@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mnist_kit import export
-from mnist_kit.assemble import Parts, build_parts, check_last_batch, check_registered
+from mnist_kit.assemble import Parts, build_parts, check_last_batch, check_recipe, check_registered
 from mnist_kit.checkpoint import load_last, remove_last, restore_rng, rng_state, save_last
 from mnist_kit.data import Splits, batch_order, data_root, load_dataset, normalize, validation_split
 from mnist_kit.device import machine, precision_context, resolve_precision
@@ -230,6 +230,8 @@ def after_epoch(run: Run, clock: float, events, display, on_epoch: OnEpoch | Non
 def set_up(recipe: Recipe, data_dir, out_dir: Path, run_dir: Path | None, state: dict | None) -> Run:
     """Everything the loop needs, made once: the process group, the data as device tensors, the seeded parts (DDP-
     wrapped under torchrun), the precision, and the run folder (new, or the resumed one with its state put back)."""
+    if state is None:
+        check_recipe(recipe)  # every part built on the CPU once, before any data: a mistake costs seconds
     settings, data = train_settings(recipe.config), data_settings(recipe.config)
     world, device = join(settings.device)
     check_batch(data.batch_size, world)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mnist_kit.assemble import check_recipe
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.invocation import install_hint
@@ -97,13 +98,14 @@ def check_recipes(path: Path, study: dict, base: Path) -> None:
     """The base recipe with [set] must hold images out (a study chooses on them), and the space's corners must be
     valid recipes, before anything trains."""
     fixed = load_recipe(base, study["set"])
+    check_recipe(fixed)
     if fixed.config["data"]["validation"] == 0:
         raise UserError(f'{path}: a study chooses on validation images: set "data.validation" = 5000 in [set]')
     for corner in (0, -1):
         values = {key: (spec["choices"][corner] if "choices" in spec else spec["low" if corner == 0 else "high"])
                   for key, spec in study["space"].items()}
         try:
-            load_recipe(base, {**study["set"], **values})
+            check_recipe(load_recipe(base, {**study["set"], **values}))
         except UserError as error:
             raise UserError(f"{path}: the space's {'lowest' if corner == 0 else 'highest'} values: {error}") from None
 

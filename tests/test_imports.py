@@ -76,3 +76,9 @@ def test_only_the_cli_writes_command_lines():
 def test_fetching_data_does_not_import_the_training_display():
     edges = graph()
     assert "mnist_kit.progress" not in edges["mnist_kit.fetch"] | edges["mnist_kit.data"]
+
+
+def test_recipes_are_resolved_below_the_code_that_builds_them():
+    """recipe.py resolves against the registries (parts.py) and builds nothing; assemble.check_recipe builds."""
+    edges = graph()
+    assert "mnist_kit.assemble" not in edges["mnist_kit.recipe"] and "mnist_kit.parts" in edges["mnist_kit.recipe"]

@@ -2,16 +2,18 @@
 
 import pytest
 
+from mnist_kit.assemble import check_recipe
 from mnist_kit.errors import UserError
-from mnist_kit.models import MODELS
+from mnist_kit.models import MODELS, count_parameters
 from mnist_kit.recipe import RECIPES_DIR, apply_overrides, list_recipes, load_recipe, parse_override, recipe_text
 from tests.conftest import QUICK, write_recipe
 
 
 @pytest.mark.parametrize("name", [p.stem for p in sorted(RECIPES_DIR.glob("*.toml"))])
-def test_every_recipe_loads_and_has_a_description(name):
+def test_every_recipe_loads_builds_and_has_a_description(name):
     recipe = load_recipe(name)
-    assert recipe.name == name
+    parts, images = check_recipe(recipe)  # every part of it and of its fallback chain builds on the CPU
+    assert recipe.name == name and images > 0 and count_parameters(parts.model) > 0
     assert recipe.description
     assert "#" in recipe_text(name)  # recipes are documentation: they carry comments
 
@@ -132,7 +134,7 @@ def test_fallback_needs_both_keys(tmp_path):
 
 PLUGIN = '''
 from torch import nn
-from mnist_kit.models import MODELS
+from mnist_kit.models import MODELS, count_parameters
 
 @MODELS.register("{name}")
 def tiny(input_shape, num_classes, width: int = 16):
@@ -160,3 +162,19 @@ def test_plugin_that_does_not_import_is_named(tmp_path):
     text = 'plugins = ["broken.py"]\n' + QUICK
     with pytest.raises(UserError, match="plugin 'broken.py' does not import: ModuleNotFoundError"):
         load_recipe(write_recipe(tmp_path / "r.toml", text))
+
+
+def test_a_fallback_that_does_not_build_is_refused_before_anything_trains(tmp_path):
+    """Loading resolves the chain; the runner's check builds it: a fallback whose model cannot run on MNIST's images
+    stops `train` in seconds, not after the first recipe has trained."""
+    too_deep = 'name = "convnet"\nwidths = [8, 8, 8, 8, 8, 8]'  # six halvings of 28 pixels
+    write_recipe(tmp_path / "broken.toml", QUICK.replace('name = "mlp"', too_deep))
+    path = write_recipe(tmp_path / "main.toml", QUICK + '[fallback]\nmin_test_accuracy = 0.5\nrecipe = "broken.toml"\n')
+    recipe = load_recipe(path)  # resolves: every key is known
+    with pytest.raises(UserError, match="broken.toml: model 'convnet' fails on a batch of"):
+        check_recipe(recipe)
+    from mnist_kit.train import train
+
+    with pytest.raises(UserError, match="broken.toml"):
+        train(recipe, out_dir=tmp_path / "runs", quiet=True)
+    assert not (tmp_path / "runs").exists()
