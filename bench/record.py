@@ -5,7 +5,6 @@ version, thread count, date and git commit. Figures from another machine land in
 machines are never mixed into one table without saying so.
 """
 
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,20 +12,23 @@ from pathlib import Path
 import torch
 
 from mnist_kit.atomic import write_json_atomic
-from mnist_kit.device import cpu_model, machine
+from mnist_kit.device import machine
 from mnist_kit.export import git_commit
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine_slug(cpu: str, cores: int) -> str:
-    """'AMD EPYC', 2 -> 'amd-epyc-2-cores': the folder a machine's results go to."""
-    return f"{re.sub(r'[^a-z0-9]+', '-', cpu.lower()).strip('-')}-{cores}-cores"
+def machine_slug(record: dict) -> str:
+    """A machine record -> the folder its results go to: 'amd-epyc-avx512-bf16-2-cores', 'amd-epyc-avx2-2-cores'.
+    The best speed-deciding instruction set is in the name, so two CPUs of one generic name never share a folder."""
+    best = (record.get("features") or ["no AVX2"])[-1]
+    return "-".join(re.sub(r"[^a-z0-9]+", "-", part.lower().replace("avx-512", "avx512")).strip("-")
+                    for part in (record["cpu"], best, f"{record['cores']} cores"))
 
 
 def machine_folder(results: Path = RESULTS) -> Path:
     """results/<this machine>/, created."""
-    folder = results / machine_slug(cpu_model(), os.cpu_count() or 1)
+    folder = results / machine_slug(machine(torch.device("cpu")))
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

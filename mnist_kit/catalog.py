@@ -36,7 +36,7 @@ def run_row(path: Path, meta: dict, folder: Path) -> dict:
         "test_accuracy": meta.get("test_accuracy"),
         "seconds": meta.get("wall_seconds"),
         "started": meta.get("started"),
-        "machine": machine.get("gpu") or machine.get("cpu"),
+        "machine": machine.get("kind") or machine.get("gpu") or machine.get("cpu"),  # kind: since 0.2, with features
     }
 
 

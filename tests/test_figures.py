@@ -1,15 +1,17 @@
 """Every figure a recipe's description or a table in the README or docs/ quotes comes from a committed results file
 under bench/results/<machine>/ (written by `make bench` and `make bench-seeds`): the docs cannot drift from the
 measurements. A table with a figure in it (a %, s, min, ms or MiB) names its results files in a comment just above
-it: <!-- results: bench/results/amd-epyc-2-cores/loop.json -->, globs allowed."""
+it: <!-- results: bench/results/amd-epyc-avx512-bf16-2-cores/loop.json -->, globs allowed. A recipe's figures count
+only from results files of the recipe as it resolves today (its recipe_hash), not from an older version of it."""
 
+import functools
 import json
 import re
 from pathlib import Path
 
 import pytest
 
-from mnist_kit.recipe import RECIPES_DIR, list_recipes
+from mnist_kit.recipe import RECIPES_DIR, list_recipes, load_recipe, recipe_hash
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
@@ -48,9 +50,29 @@ def measured_in(paths) -> set[str]:
     return set().union(*(figures_of("", json.loads(path.read_text())) for path in paths))
 
 
+@functools.cache
+def current_hash(recipe: str, overrides: tuple[str, ...], seed: int) -> str:
+    return recipe_hash(load_recipe(recipe, [*overrides, f"train.seed={seed}"]))
+
+
+def is_current(path: Path) -> bool:
+    """A results file of the recipe as it is now: a seed's file whose recipe_hash is today's resolved recipe's (with
+    its overrides and seed), or a summary whose every seed has such a file beside it. A file measured from an older
+    version of the recipe no longer vouches for a figure."""
+    results = json.loads(path.read_text())
+    if "seeds" in results:
+        return bool(results["seeds"]) and all(
+            (path.parent / f"seed-{seed}.json").is_file() and is_current(path.parent / f"seed-{seed}.json")
+            and json.loads((path.parent / f"seed-{seed}.json").read_text())["overrides"] == results["overrides"]
+            for seed in results["seeds"])
+    return "recipe_hash" in results and results["recipe_hash"] == current_hash(
+        results["recipe"], tuple(results["overrides"]), results["seed"])
+
+
 def measured(recipe: str) -> set[str]:
-    """Every figure the recipe's results files hold, as the docs write them: 99.14%, 8.3 s, 1.4 min."""
-    return measured_in(RESULTS.glob(f"*/{recipe}/*.json"))
+    """Every figure the recipe's current results files hold (see is_current), as the docs write them: 99.14%,
+    8.3 s, 1.4 min."""
+    return measured_in(path for path in RESULTS.glob(f"*/{recipe}/*.json") if is_current(path))
 
 
 def quoted(text: str) -> set[str]:
@@ -124,3 +146,16 @@ def test_the_results_comment_is_found_and_figures_are_checked():
     assert source == "bench/results/*/fast/summary.json"
     assert quoted(table) == {"12.34%"} and "12.34%" not in measured("fast")
     assert figures_of("process_seconds", {"median": 8.333}) == {"8.33 s", "8.3 s", "8 s", "0.1 min", "8333 ms"}
+
+
+def test_a_results_file_of_an_older_recipe_vouches_for_nothing(tmp_path):
+    """Figures count only from results of the recipe as it resolves today: a seed file whose recipe_hash is another
+    recipe's (an older version of it), and a summary over such a seed, are not current."""
+    (seed_file,) = sorted(RESULTS.glob("*/fast/seed-0.json"))[:1]
+    results = json.loads(seed_file.read_text())
+    assert is_current(seed_file)
+    (tmp_path / "seed-0.json").write_text(json.dumps({**results, "recipe_hash": "0" * 64}))
+    (tmp_path / "summary.json").write_text(json.dumps({"recipe": "fast", "overrides": [], "seeds": [0]}))
+    assert not is_current(tmp_path / "seed-0.json") and not is_current(tmp_path / "summary.json")
+    (tmp_path / "seed-0.json").write_text(json.dumps(results))
+    assert is_current(tmp_path / "summary.json")

@@ -52,6 +52,9 @@ def test_a_run_with_a_split_records_validation_beside_test_and_keeps_the_best_ep
     assert meta["validation_accuracy"] == best["val_accuracy"]  # the exported weights are that epoch's
     assert meta["test_accuracy"] == best["test_accuracy"]  # measured for the record, never read to choose
     assert meta["machine"]["cpu"] and meta["machine"]["cores"] >= 1
+    features = meta["machine"]["features"]  # what decides speed here, as torch finds it: AVX2 < AVX-512 < BF16 < AMX
+    assert features == [name for name in ("AVX2", "AVX-512", "AVX-512 BF16", "AMX") if name in features]
+    assert meta["machine"]["kind"].startswith(f"{meta['machine']['cores']}-core {meta['machine']['cpu']} ")
 
 
 def test_eval_scores_a_run_on_its_own_held_out_images(split_run):
