@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mnist_kit.errors import UserError
-from mnist_kit.record import MAX_METADATA_BYTES, metadata_files, open_metadata, read_metadata  # noqa: F401
+from mnist_kit.record import MAX_METADATA_BYTES, metadata_files, open_metadata, parse_metadata  # noqa: F401
 
 SORT_KEYS = ("started", "recipe", "run", "validation_accuracy", "test_accuracy", "seconds")
 SORT_ALIASES = {"validation": "validation_accuracy", "val": "validation_accuracy", "test": "test_accuracy",
@@ -86,16 +86,18 @@ def sort_key(name: str) -> str:
 def list_runs(folder: Path | str = "runs", recipe: str | None = None, where: list[str] = (),
               sort: str = "started", descending: bool = False) -> tuple[list[dict], list[Path]]:
     """The rows of every finished run under `folder` that matches (`recipe`: a name or glob; `where`: KEY=VALUE
-    conditions), sorted (runs without the figure last); and the metadata.json files that could not be read."""
+    conditions), sorted (runs without the figure last); and (path, why) for each metadata.json that is not a run's:
+    one odd file is skipped, never the whole listing."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder (runs are written to ./runs unless --out says otherwise)")
     key, conditions = sort_key(sort), [parse_where(c) for c in where]
     rows, unreadable = [], []
     for path in metadata_files(folder):
-        meta = read_metadata(path)
-        if meta is None:
-            unreadable.append(path)
+        try:
+            meta = parse_metadata(path)
+        except (OSError, ValueError, UserError) as error:
+            unreadable.append((path, getattr(error, "strerror", None) or str(error)))
             continue
         row = run_row(path, meta, folder)
         if recipe and not fnmatch.fnmatchcase(str(row["recipe"]), recipe):

@@ -3,6 +3,7 @@
 import functools
 import json
 import os
+import shlex
 import warnings
 from pathlib import Path
 from typing import Annotated
@@ -133,7 +134,7 @@ def advice(error: Exception) -> str:
     if getattr(error, "resume_dir", None):
         how = (f"{tool('torchrun')} --nproc_per_node N -m mnist_kit train --resume" if error.processes > 1
                else f"{command()} train --resume")
-        return f"{', then' if isinstance(error, UserError) else ';'} resume with: {how} {error.resume_dir}"
+        return f"{', then' if isinstance(error, UserError) else ';'} resume with: {how} {quote(error.resume_dir)}"
     return ""
 
 
@@ -232,11 +233,16 @@ def train_command(
     console.print(f"Wrote {final}/model.pth, model.safetensors, metadata.json and history.csv"
                   + (" (TensorBoard events in tensorboard/)" if (final / "tensorboard").is_dir() else ""),
                   highlight=False, soft_wrap=True)
-    me = command()  # what works here: mnist-kit, or .venv/bin/mnist-kit when the venv is not activated
-    console.print(f"Next:\n  {me} eval {final}\n  {me} plot all {final}\n"
-                  f"  {me} predict {final} my-digit.jpg --show-input {final}/inputs"
-                  + (f"\n  {tool('tensorboard')} --logdir {final.parent}" if (final / "tensorboard").is_dir() else ""),
-                  highlight=False, soft_wrap=True)
+    me, run = command(), quote(final)  # what works here: mnist-kit, or .venv/bin/mnist-kit when not activated
+    console.print(f"Next:\n  {me} eval {run}\n  {me} plot all {run}\n"
+                  f"  {me} predict {run} my-digit.jpg --show-input {quote(final / 'inputs')}"
+                  + (f"\n  {tool('tensorboard')} --logdir {quote(final.parent)}" if (final / "tensorboard").is_dir()
+                     else ""), highlight=False, markup=False, soft_wrap=True)
+
+
+def quote(path) -> str:
+    """A path or word as a shell takes it back: quoted only where it needs to be ('runs x/...' -> "'runs x/...'")."""
+    return shlex.quote(str(path))
 
 
 def shortfall_text(short) -> str:
@@ -508,8 +514,8 @@ def tune_command(
     try:
         rows, folder = run_study(shipped_file("studies", study_file), out, storage, data_dir, on_trial=trial_done)
     except Interrupted as stop:
-        raise Interrupted(f"{stop}: {command()} tune {study_file}" + (f" --out {out}" if out else "")
-                          + (f" --storage {storage}" if storage else "")) from None
+        raise Interrupted(f"{stop}: {command()} tune {quote(study_file)}" + (f" --out {quote(out)}" if out else "")
+                          + (f" --storage {quote(storage)}" if storage else "")) from None
     keys = [k for k in rows[0] if "." in k] if rows else []
     best = best_trial(rows)
     table = Table("trial", "state", *keys, "validation accuracy", "test accuracy", "seconds", "",
@@ -735,8 +741,9 @@ def runs_list(
     from mnist_kit.catalog import list_runs
 
     rows, unreadable = list_runs(folder, recipe, where or [], sort, desc)
-    for path in unreadable:
-        errors.print(f"warning: skipped {path}: not a run's metadata", highlight=False, soft_wrap=True)
+    for path, why in unreadable:
+        errors.print(f"warning: skipped {path}: not a run's metadata ({why})", highlight=False, markup=False,
+                     soft_wrap=True)
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -18,6 +18,7 @@ from mnist_kit.evaluate import EVAL_BATCH
 from mnist_kit.invocation import install_hint
 
 SIDE = 28  # MNIST-like images are 28x28 grey
+MIN_STD = 1e-3  # of pixels in [0, 1]: MNIST's is 0.3081; a std near 0 turns every input into inf and nan
 
 
 @dataclass
@@ -102,11 +103,16 @@ def open_onnx(path: Path, name: str | None = None) -> Predictor:
     except KeyError as missing:
         raise UserError(f"{path}: no {missing.args[0]} in its metadata: predict reads models exported by `mnist-kit "
                         f"export RUN --format onnx`, whose metadata says how to preprocess") from None
-    except ValueError as error:
-        raise UserError(f"{path}: unreadable mnist-kit metadata ({error})") from None
-    if not (math.isfinite(mean) and math.isfinite(std) and std > 0 and isinstance(classes, list) and classes
-            and all(isinstance(c, str) for c in classes)):
-        raise UserError(f"{path}: its mnist-kit metadata (mean, std, classes) is not usable")
+    except (ValueError, RecursionError) as error:
+        raise UserError(f"{path}: unreadable mnist-kit metadata ({str(error)[:100] or type(error).__name__})") from None
+    if not (math.isfinite(mean) and math.isfinite(std) and MIN_STD <= std <= 1 and 0 <= mean <= 1):
+        raise UserError(f"{path}: its mnist-kit metadata has mean {mean!r} and std {std!r}: pixels in [0, 1] have "
+                        f"a mean in [0, 1] and a std in [{MIN_STD}, 1]")
+    outputs = session.get_outputs()[0].shape[-1]
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)) or \
+            (isinstance(outputs, int) and len(classes) != outputs):
+        raise UserError(f"{path}: its mnist-kit metadata names {len(classes) if isinstance(classes, list) else 0} "
+                        f"classes for a model with {outputs} outputs")
     if shape != [1, SIDE, SIDE]:
         raise UserError(f"{path}: takes images of shape {shape}; predict makes 1x{SIDE}x{SIDE} grey images")
     input_name = session.get_inputs()[0].name

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tomllib
 import warnings
 from datetime import datetime
@@ -106,19 +107,49 @@ def metadata_path(run_dir: Path) -> Path | None:
 
 
 def parse_metadata(path: Path) -> dict:
-    """A metadata.json, or a Hub folder's config.json, in today's schema (bounded in size, parsed as JSON: reading a
-    run runs no code); ValueError or OSError when it is not one."""
-    if path.stat().st_size > MAX_METADATA_BYTES:
+    """A metadata.json, or a Hub folder's config.json, in today's schema (a regular file, bounded in size, parsed as
+    JSON: reading a run runs no code), its fields of the types readers rely on; ValueError or OSError when it is not
+    one."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or never end
+        raise ValueError("not a regular file")
+    if info.st_size > MAX_METADATA_BYTES:
         raise ValueError(f"over {MAX_METADATA_BYTES:,} bytes")
-    meta = json.loads(path.read_bytes())
+    try:
+        meta = json.loads(path.read_bytes())
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
     if path.name == HUB_CONFIG and (not isinstance(meta, dict) or meta.get("model_type") != "mnist-kit"):
         raise ValueError("not an mnist-kit config.json (model_type is not mnist-kit)")
     if not isinstance(meta, dict) or not isinstance(meta.get("recipe"), dict):
         raise ValueError("not a run's metadata (no recipe)")
     try:
-        return upgraded(meta)
-    except (KeyError, TypeError, AttributeError) as error:
+        meta = upgraded(meta)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ValueError(f"not a run's metadata ({type(error).__name__}: {error})") from None
+    check_fields(meta)
+    return meta
+
+
+# What readers rely on, each of its type (None where a run may have no such figure; a Hub folder has no history).
+NUMBER = (int, float)
+FIELD_TYPES = {"history": (list, type(None)), "machine": (dict, type(None)), "test_accuracy": (*NUMBER, type(None)),
+               "validation_accuracy": (*NUMBER, type(None)), "wall_seconds": (*NUMBER, type(None)),
+               "started": (str, type(None)), "recipe_hash": (str, type(None)), "data": (dict, type(None))}
+
+
+def check_fields(meta: dict) -> None:
+    """ValueError naming the first field that is not of the type readers rely on (a listing then skips the run)."""
+    for key, types in FIELD_TYPES.items():
+        value = meta.get(key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"{key} is {type(value).__name__} {str(value)[:40]!r}, not what a run records")
+    recipe = meta["recipe"]
+    if not isinstance(recipe.get("name"), str) or not all(isinstance(recipe.get(k), dict)
+                                                           for k in ("config", "overrides")):
+        raise ValueError("recipe has no name, config table or overrides table")
+    if not all(isinstance(row, dict) for row in meta.get("history") or []):
+        raise ValueError("history is not a list of epochs")
 
 
 def read_metadata(path: Path) -> dict | None:

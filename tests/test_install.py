@@ -95,13 +95,15 @@ def test_the_next_commands_it_prints_work_where_mnist_kit_is_not_on_path(install
     """A virtual environment that is not activated: "Next:" names the program by its path."""
     program = installed / "bin" / "mnist-kit"
     recipe = write_recipe(tmp_path / "quick.toml", QUICK)
-    trained = outside(installed, tmp_path, "train", recipe, "--set", "data.limit=1000", "--quiet",
+    out = tmp_path / "ü dir" / "runs x"  # a path the shell must be given quoted
+    trained = outside(installed, tmp_path, "train", recipe, "--set", "data.limit=1000", "--quiet", "--out", str(out),
                       program=[str(program)], data_root=data_root)
     assert trained.returncode == 0, trained.stderr
     lines = trained.stdout.split("Next:\n", 1)[1].splitlines()
     assert all(line.strip().startswith(f"{program} ") for line in lines), lines
     evaluated = outside(installed, tmp_path, *shlex.split(lines[0])[1:], program=[str(program)], data_root=data_root)
     assert evaluated.returncode == 0 and "accuracy" in evaluated.stdout, evaluated.stderr
+    assert shlex.split(lines[0])[-1].startswith(str(out))  # the run folder, whole, as one word
     hint = outside(installed, tmp_path, "-c", "from mnist_kit.invocation import install_hint; "
                    "print(install_hint('serve'))", program=[sys.executable])
     assert hint.stdout.strip().endswith("pip install 'mnist-kit[serve]'")  # a wheel: no `-e .` to point at

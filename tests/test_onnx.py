@@ -96,3 +96,25 @@ def test_predict_from_the_onnx_file_alone(trained_run, tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     one_line_error(CliRunner().invoke(app, ["predict", str(tmp_path / "junk.onnx"), str(images[0])]),
                    "not an ONNX model onnxruntime can run")
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("mnist_kit.std", "1e-45", "std 1e-45"),  # every class was "nan%", exit 0
+    ("mnist_kit.classes", '["a"]', "names 1 classes for a model with 10 outputs"),  # was an IndexError
+    ("mnist_kit.classes", "[" * 100_000, "unreadable mnist-kit metadata"),  # was a RecursionError
+])
+def test_onnx_metadata_that_cannot_be_right_is_one_line(trained_run, tmp_path, key, value, message):
+    """Issue 26 row 13: the metadata of an .onnx file handed over is checked before any image is classified."""
+    import onnx
+    from typer.testing import CliRunner
+
+    from mnist_kit.cli import app
+    from mnist_kit.export import with_metadata
+    from tests.conftest import REPO, one_line_error
+
+    exported = export_run(trained_run.run_dir)
+    properties = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    odd = tmp_path / "odd.onnx"
+    odd.write_bytes(with_metadata(exported.read_bytes(), {**properties, key: value}))
+    image = sorted((REPO / "docs" / "examples").iterdir())[0]
+    one_line_error(CliRunner().invoke(app, ["predict", str(odd), str(image)]), message)

@@ -3,6 +3,7 @@ layout, the `latest` pointer, history.csv; one owner, no torch. The fixture test
 wrote it."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -92,3 +93,39 @@ def test_the_record_imports_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False"
+
+
+ODD = {  # issue 26 row 7 and row 14: each once crashed or hung the whole listing
+    "machine": lambda meta: {**meta, "machine": "x"},
+    "accuracy": lambda meta: {**meta, "test_accuracy": "high"},
+    "history": lambda meta: {**meta, "history": 5},
+    "started": lambda meta: {**meta, "started": 5},
+    "config": lambda meta: {**meta, "recipe": [1]},
+    "overrides": lambda meta: {**meta, "overrides": [["a"]]},
+}
+
+
+def test_one_odd_metadata_json_is_skipped_with_its_reason_and_the_rest_listed(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "good")
+    meta = json.loads((FIXTURE / record.METADATA).read_text())
+    for name, odd in ODD.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / record.METADATA).write_text(json.dumps(odd(meta)))
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "nested" / record.METADATA).write_text("[" * 100_000)
+    (tmp_path / "fifo").mkdir()
+    os.mkfifo(tmp_path / "fifo" / record.METADATA)  # reading it would wait for a writer forever
+    for sort in ("test", "started", "seconds"):
+        result = runner.invoke(app, ["runs", "list", str(tmp_path), "--json", "--sort", sort])
+        assert result.exit_code == 0, result.output
+        assert [row["run"] for row in json.loads(result.stdout)] == ["good"]
+        skipped = [line for line in result.stderr.splitlines() if line.startswith("warning: skipped")]
+        assert len(skipped) == len(ODD) + 2
+    assert "JSON nested too deeply" in result.stderr and "not a regular file" in result.stderr
+    assert "test_accuracy is str 'high'" in result.stderr
+    diff = runner.invoke(app, ["runs", "diff", str(tmp_path / "good"), str(tmp_path / "nested")])
+    assert diff.exit_code == 2 and len(diff.stderr.strip().splitlines()) == 1 and "nested too deeply" in diff.stderr
+    (tmp_path / "nested" / record.SAFETENSORS).write_bytes(b"")  # a run folder as find_run sees one
+    evaluated = runner.invoke(app, ["eval", str(tmp_path / "nested")])
+    assert evaluated.exit_code == 2 and len(evaluated.stderr.strip().splitlines()) == 1
+    assert "JSON nested too deeply" in evaluated.stderr
