@@ -9,6 +9,7 @@ centred) and `image_file` (BYTES, [N], each an image file in base64, preprocesse
 
 import base64
 import binascii
+import json
 
 import numpy as np
 import torch
@@ -45,7 +46,8 @@ def model_metadata(predictor: Predictor) -> dict:
 def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
     """A v2 request's input tensor as a normalized model batch."""
     name, datatype, shape, data = (tensor.get(k) for k in ("name", "datatype", "shape", "data"))
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d >= 0 for d in shape):
+    if not isinstance(shape, list) or not shape or \
+            not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise UserError(f"input {name!r}: shape must be a list of sizes")
     if shape[0] > MAX_BATCH:
         raise UserError(f"input {name!r}: at most {MAX_BATCH} images a request, got {shape[0]}")
@@ -53,15 +55,12 @@ def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
         raise UserError(f"input {name!r}: data must be a JSON list (binary tensors are not accepted here)")
     if name == "image":
         per_image = int(np.prod(predictor.input_shape))
-        if datatype != "FP32" or int(np.prod(shape[1:])) != per_image:
+        if datatype != "FP32" or shape[1:] != list(predictor.input_shape):
             raise UserError(f"input 'image': expected FP32 of shape [N, {', '.join(map(str, predictor.input_shape))}], "
                             f"got {datatype} {shape}")
-        try:
-            values = np.asarray(data, dtype=np.float32).reshape(-1)
-        except (ValueError, TypeError):
-            raise UserError("input 'image': data must be numbers") from None
-        if values.size != shape[0] * per_image or not np.isfinite(values).all():
-            raise UserError(f"input 'image': {values.size} finite values expected {shape[0] * per_image}")
+        values = pixel_values(data)
+        if values.size != shape[0] * per_image:
+            raise UserError(f"input 'image': {values.size} values for shape {shape}, expected {shape[0] * per_image}")
         return predictor.normalized(torch.from_numpy(values).view(shape[0], *predictor.input_shape))
     if name == "image_file":
         if datatype != "BYTES" or len(shape) != 1 or len(data) != shape[0]:
@@ -79,6 +78,38 @@ def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
     raise UserError(f"unknown input {name!r}; this model takes 'image' (FP32) or 'image_file' (BYTES)")
 
 
+def pixel_values(data: list) -> np.ndarray:
+    """A v2 'image' tensor's data (flat or nested JSON numbers) as float32 pixels, each in [0, 1] as the contract
+    says: strings, booleans, numbers too large for a float and anything outside [0, 1] are refused."""
+    try:
+        values = np.asarray(data)
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        raise UserError("input 'image': data must be a list of numbers (nested lists of one shape)") from None
+    if values.dtype.kind not in "iuf":  # strings ('U'), booleans ('b'), huge integers and ragged lists ('O')
+        raise UserError(f"input 'image': data must be numbers, got {values.dtype.kind!r} values (strings, booleans, "
+                        f"integers too large or lists of different lengths)")
+    values = values.astype(np.float32).reshape(-1)
+    if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
+        raise UserError("input 'image': pixels must be finite numbers in [0, 1] (white ink on black, as MNIST)")
+    return values
+
+
+def parse_request(body: bytes) -> dict:
+    """A v2 request body as JSON (an object), or one line saying why not."""
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):
+        raise UserError("the body is not JSON (a v2 request: {\"inputs\": [...]}), or is nested too deeply") from None
+    if not isinstance(request, dict):
+        raise UserError("a v2 request is a JSON object: {\"inputs\": [...]}")
+    return request
+
+
+def infer_body(predictor: Predictor, body: bytes) -> dict:
+    """A v2 request body in, its answer out: parsing and all (the server runs this off its event loop)."""
+    return infer(predictor, parse_request(body))
+
+
 def infer(predictor: Predictor, request: dict) -> dict:
     """A v2 inference request (JSON tensors) and its response."""
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or len(request["inputs"]) != 1:
@@ -86,8 +117,10 @@ def infer(predictor: Predictor, request: dict) -> dict:
     if not isinstance(request["inputs"][0], dict):
         raise UserError("each input is a JSON object with name, datatype, shape and data")
     batch = tensor_input(predictor, request["inputs"][0])
-    wanted = [o.get("name") if isinstance(o, dict) else None for o in request.get("outputs") or []] or \
-        ["probabilities", "label"]
+    asked = request.get("outputs") or []
+    if not isinstance(asked, list):
+        raise UserError("'outputs' must be a list of {\"name\": ...} objects")
+    wanted = [o.get("name") if isinstance(o, dict) else None for o in asked] or ["probabilities", "label"]
     unknown = [n for n in wanted if n not in ("probabilities", "label")]
     if unknown:
         raise UserError(f"unknown output {unknown[0]!r}; this model answers 'probabilities' and 'label'")

@@ -31,7 +31,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.http_guard import BODY_SECONDS, Guard, allowed_hosts
 from mnist_kit.inference import Predictor, open_predictor
 from mnist_kit.invocation import install_hint
-from mnist_kit.protocol import infer, model_metadata, predict_canvas
+from mnist_kit.protocol import infer_body, model_metadata, predict_canvas
 
 PAGE = Path(__file__).parent / "static" / "draw.html"
 LIMIT_CONCURRENCY = 64  # connections and tasks at once; uvicorn answers 503 beyond
@@ -116,11 +116,7 @@ def make_app(served: Predictor, hosts: list[str], body_seconds: float = BODY_SEC
     @app.post("/v2/models/{name}/versions/{version}/infer", include_in_schema=False)
     async def model_infer(name: str, request: Request, version: str = "1") -> dict:
         check_name(name)
-        try:
-            body = json.loads(await request.body())
-        except ValueError:
-            raise UserError("the body is not JSON (a v2 request: {\"inputs\": [...]})") from None
-        return await run_in_threadpool(infer, served, body)
+        return await run_in_threadpool(infer_body, served, await request.body())  # JSON parsed off the loop
 
     return Guard(app, hosts, body_seconds=body_seconds)
 

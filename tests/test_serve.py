@@ -200,8 +200,17 @@ def test_v2_takes_image_files_in_base64(url, splits):
     assert sum(p == t for p, t in zip(answer["outputs"][0]["data"], labels)) >= 3
     wrong_shape = {"inputs": [{"name": "image", "datatype": "FP32", "shape": [1, 5], "data": [0] * 5}]}
     not_base64 = {"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}
-    for bad, fragment in (({"inputs": []}, "exactly one"), (wrong_shape, "shape"), (not_base64, "base64")):
-        request = urllib.request.Request(url + "/v2/models/quick/infer", data=json.dumps(bad).encode(), method="POST")
+    image = {"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": [0.0] * 784}
+    for bad, fragment in (({"inputs": []}, "exactly one"), (wrong_shape, "shape"), (not_base64, "base64"),
+                          ("[" * 100_000, "not JSON"),  # issue 26 row 8: each of these was a 500 in plain text
+                          ({"inputs": [{**image, "data": [10**400] + [0] * 783}]}, "data must be numbers"),
+                          ({"inputs": [image], "outputs": 5}, "'outputs' must be a list"),
+                          ({"inputs": [{**image, "shape": [True, 1, 28, 28]}]}, "shape must be a list of sizes"),
+                          ({"inputs": [{**image, "data": [3e38] * 784}]}, "in [0, 1]"),  # row 9: was all null
+                          ({"inputs": [{**image, "shape": [1, 784]}]}, "expected FP32 of shape"),  # row 10
+                          ({"inputs": [{**image, "data": ["0.5"] * 784}]}, "data must be numbers")):
+        body = bad.encode() if isinstance(bad, str) else json.dumps(bad).encode()
+        request = urllib.request.Request(url + "/v2/models/quick/infer", data=body, method="POST")
         with pytest.raises(urllib.error.HTTPError) as error:
             urllib.request.urlopen(request, timeout=30)
         assert error.value.code == 400 and fragment in json.loads(error.value.read())["error"]
