@@ -16,7 +16,8 @@ from mnist_kit.errors import UserError
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what users send; no decoder that runs a program (EPS)
 MAX_PIXELS = 16_000_000  # decoded at full size (PNG, GIF, BMP, WebP, TIFF): at most 64 MB as RGBA bytes
 MAX_JPEG_PIXELS = 64_000_000  # a JPEG decodes at 1/2 to 1/8 of its size straight away (draft mode)
-SERVE_MAX_PIXELS = 4_000_000  # the draw page sends a 280x280 canvas; the server takes at most this much
+SERVE_MAX_PIXELS = 4_000_000  # the draw page sends a 280x280 canvas; the server decodes at most this much whole (a
+# baseline JPEG decodes at 1/8 first, so it may have MAX_JPEG_PIXELS; a progressive one cannot, so it may not)
 MAX_BYTES = 100 * 2**20
 BOX, SIDE = 20, 28  # MNIST: the digit scaled into a 20x20 box, centred by mass in 28x28
 MIN_CONTRAST = 0.15  # ink must differ from the paper by this much (of full scale) to count as ink
@@ -59,10 +60,13 @@ def decode_gray(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
         raise UserError(f"{name}: {len(data) / 2**20:.0f} MiB is too large for a digit image")
     try:
         with Image.open(io.BytesIO(data), formats=FORMATS) as image:
-            limit = max_jpeg_pixels if image.format == "JPEG" else max_pixels
+            # a baseline JPEG decodes at 1/8 of its size (draft mode); a progressive one holds all its coefficients
+            # (~6 bytes a pixel at 4:4:4) whatever the scale, so it gets the limit of the formats decoded whole
+            progressive = image.format == "JPEG" and bool(image.info.get("progressive"))
+            limit = max_jpeg_pixels if image.format == "JPEG" and not progressive else max_pixels
             if image.width * image.height > limit:
                 raise UserError(f"{name}: {image.width}x{image.height} is {image.width * image.height:,} pixels, over "
-                                f"the limit of {limit:,} for a {image.format} image")
+                                f"the limit of {limit:,} for a {'progressive ' * progressive}{image.format} image")
             image.seek(0)  # first frame of an animated GIF
             orientation = image.getexif().get(274, 1)  # EXIF Orientation
             if image.format == "JPEG":

@@ -1,6 +1,7 @@
 """Predict on images as users make them: MNIST's own preprocessing recovers a digit from a photo-like file."""
 
 import base64
+import io
 import json
 import struct
 import subprocess
@@ -206,3 +207,18 @@ def test_a_format_outside_the_allow_list_is_refused_without_running_its_decoder(
     eps.write_text("%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\nnewpath 4 4 moveto 24 24 lineto stroke\n")
     with pytest.raises(UserError, match=r"not an image in a format accepted here \(PNG, JPEG, GIF, BMP, WEBP, TIFF\)"):
         read_gray(eps)
+
+
+def test_a_progressive_jpeg_gets_the_limit_of_images_decoded_whole(tmp_path):
+    """Issue 26 row 1: draft scaling bounds a baseline JPEG's memory, not a progressive one's (libjpeg keeps every
+    coefficient): an 8000x8000 progressive 4:4:4 JPEG is refused (predict's peak RSS was 900 MB, the server's
+    +375 MB a request) where the baseline one of the same size decodes at 1/8."""
+    image = Image.new("RGB", (8000, 8000), "white")
+    baseline, progressive = io.BytesIO(), io.BytesIO()
+    image.save(baseline, "JPEG", subsampling=0)
+    image.save(progressive, "JPEG", subsampling=0, progressive=True)
+    with pytest.raises(UserError, match="over the limit of 16,000,000 for a progressive JPEG image"):
+        decode_gray(progressive.getvalue(), "p.jpg")
+    with pytest.raises(UserError, match="over the limit of 4,000,000 for a progressive JPEG image"):
+        decode_gray(progressive.getvalue(), "p.jpg", SERVE_MAX_PIXELS)  # what the server passes
+    assert max(decode_gray(baseline.getvalue(), "b.jpg", SERVE_MAX_PIXELS).shape) <= 800  # decoded at 1/16 of its pixels
