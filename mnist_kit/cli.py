@@ -608,7 +608,10 @@ def export_command(run: RunPath,
                    int8: Annotated[bool, typer.Option("--int8", help="Also write RUN/model-int8.onnx: static INT8 "
                                                       "quantization calibrated on 1,000 training images.")] = False,
                    out: Annotated[Path | None, typer.Option(
-                       "--out", metavar="DIR", help="The folder --format hf writes.")] = None,
+                       "--out", metavar="DIR", help="The folder --format hf writes: new or empty.")] = None,
+                   force: Annotated[bool, typer.Option(
+                       "--force", help="--format hf into a folder that holds files: replace its model.safetensors, "
+                       "config.json and README.md (never a run folder).")] = False,
                    data_dir: DataDir = None,
                    plugin: PluginOption = None):
     """Write a run's model for other tools: ONNX (with an INT8 copy) or a Hugging Face Hub folder.
@@ -625,8 +628,8 @@ def export_command(run: RunPath,
     if (fmt == "hf") != (out is not None) or (fmt == "hf" and int8):
         raise UserError("--format hf writes a folder: give it --out DIR (and no --int8); ONNX files go beside the "
                         "run's weights, without --out")
-    written = save_hub_folder(run, out, data_dir) if fmt == "hf" else export_run(run, fmt, int8=int8,
-                                                                                  data_dir=data_dir)
+    written = save_hub_folder(run, out, data_dir, force) if fmt == "hf" else export_run(run, fmt, int8=int8,
+                                                                                         data_dir=data_dir)
     if fmt == "hf":
         console.print(f"Wrote {written}/model.safetensors, config.json and README.md (the model card); "
                       f"upload with: hf upload USER/NAME {written}", highlight=False, soft_wrap=True)

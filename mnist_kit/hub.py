@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from mnist_kit.atomic import write_bytes_atomic, write_json_atomic
 from mnist_kit.errors import UserError
 from mnist_kit.invocation import install_hint
+from mnist_kit.record import LAST, METADATA, PTH
 
 CONFIG = "config.json"
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
@@ -150,8 +151,25 @@ Recipe `{recipe.name}`, seed {metadata.get("seed")}, {metadata.get("wall_seconds
     return ModelCard(text)
 
 
-def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str | None = None) -> Path:
-    """Write the Hub folder for a run into `out` (created; files in it are replaced atomically)."""
+def check_out_folder(out: Path, force: bool) -> None:
+    """The Hub folder goes into a new or empty folder; into one that holds files only with `force` (its
+    model.safetensors, config.json and README.md are replaced), and never into a run folder."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise UserError(f"--out {out}: a file, not a folder")
+    if any((out / name).exists() for name in (METADATA, LAST, PTH)):
+        raise UserError(f"--out {out} is a run folder: its weights would be replaced; give the Hub folder its own")
+    held = sorted(path.name for path in out.iterdir())
+    if held and not force:
+        raise UserError(f"--out {out} is not empty ({', '.join(held[:3])}{', ...' * (len(held) > 3)}): give a new "
+                        f"or empty folder, or --force to replace its model.safetensors, config.json and README.md")
+
+
+def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str | None = None,
+                    force: bool = False) -> Path:
+    """Write the Hub folder for a run into `out`: a new or empty folder (with `force`, one that holds files: those
+    it writes are replaced atomically), never a run folder."""
     try:
         import huggingface_hub  # noqa: F401
     except ImportError:
@@ -163,9 +181,10 @@ def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str 
 
     if Path(run_path).suffix == ".onnx":
         raise UserError(f"{run_path} is not a run folder or a .safetensors/.pth weights file")
+    out = Path(out)
+    check_out_folder(out, force)
     predictor = open_predictor(run_path)
     run, model, used = predictor.run, predictor.scores, predictor.weights
-    out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         if used.suffix == ".safetensors":

@@ -2,6 +2,7 @@
 as a run (eval, predict), offline."""
 
 import json
+import shutil
 import sys
 
 import pytest
@@ -66,3 +67,23 @@ def test_export_hf_needs_out_and_the_extra(trained_run, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)
     result = runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "hf", "--out", str(tmp_path / "x")])
     one_line_error(result, "pip install -e", "[hub]'")
+
+
+def test_export_hf_never_overwrites_a_run_and_asks_before_replacing_files(trained_run, tmp_path):
+    """Issue 26 row 15: --out another run's folder replaced its model.safetensors; a non-empty folder was
+    overwritten without a word."""
+    other = tmp_path / "other-run"
+    shutil.copytree(trained_run.run_dir, other)
+    before = (other / "model.safetensors").read_bytes()
+    one_line_error(runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "hf", "--out", str(other),
+                                       "--force"]), "is a run folder")
+    assert (other / "model.safetensors").read_bytes() == before and not (other / "config.json").exists()
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    one_line_error(runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "hf", "--out", str(busy)]),
+                   "is not empty (notes.txt)", "--force")
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    forced = runner.invoke(app, ["export", str(trained_run.run_dir), "--format", "hf", "--out", str(busy), "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert {"notes.txt", "model.safetensors", "config.json", "README.md"} <= {p.name for p in busy.iterdir()}
