@@ -66,6 +66,33 @@ def build_model(config: dict, spec: DatasetSpec) -> nn.Module:
     return build("model", config["model"], input_shape=tuple(spec.input_shape), num_classes=spec.num_classes)
 
 
+# Far past any MNIST network (the shipped ones have 0.1-1.5 M): ~400 MB of float32 weights, three times that with
+# Adam's moments. A recipe or a run's metadata asking for more (widths = [10**9]) is refused before anything is
+# allocated.
+MAX_PARAMETERS = 100_000_000
+
+
+def model_skeleton(config: dict, spec: DatasetSpec) -> nn.Module | None:
+    """The recipe's model on the meta device: its parameters' shapes without their memory; None where a factory
+    cannot build there (it then fails or succeeds in the real build as it would have)."""
+    try:
+        with torch.device("meta"):
+            return build_model(config, spec)
+    except UserError:
+        raise
+    except Exception:
+        return None
+
+
+def check_size(model: nn.Module, config: dict) -> None:
+    """Refuse a model over MAX_PARAMETERS, in one line, before it is built for real."""
+    count = count_parameters(model)
+    if count > MAX_PARAMETERS:
+        raise UserError(f"model {config['model']['name']!r} would have {count:,} parameters ({4 * count / 2**30:,.1f} "
+                        f"GiB of float32), over the {MAX_PARAMETERS:,} this toolkit builds: a width or layer size "
+                        f"too large?")
+
+
 def build_parts(config: dict, spec: DatasetSpec, steps_per_epoch: int, device: torch.device | str = "cpu",
                 fill: float = 0.0, sync_bn: bool = False) -> Parts:
     """Every part of a run, in the order that draws random numbers the same way on every run of a recipe.
@@ -107,6 +134,8 @@ def dry_build(config: dict) -> tuple[Parts, int]:
     """Build every part on the CPU without data and run the model once: a recipe's mistakes fail here, in seconds,
     not after the data is fetched or an epoch is trained. Returns the parts and the number of training images."""
     spec = dataset_spec(config["data"]["dataset"])
+    if (skeleton := model_skeleton(config, spec)) is not None:
+        check_size(skeleton, config)
     images = training_images(config, spec)
     batch_size = config["data"]["batch_size"]
     parts = build_parts(config, spec, steps_per_epoch=-(-images // batch_size))

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mnist_kit.assemble import build_model, check_registered
+from mnist_kit.assemble import build_model, check_registered, check_size, model_skeleton
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize, validation_split
 from mnist_kit.device import precision_context
@@ -145,8 +145,11 @@ def build_run_model_from(run: Run) -> tuple[nn.Module, Path]:
     """The run's model with its trained weights, in eval mode, and the weights file actually used."""
     recipe = run.recipe
     check_registered(recipe.config, str(run.run_dir), parts=("model",))
-    model = build_model(recipe.config, run.spec)
-    state, used = load_weights(run)
+    skeleton = model_skeleton(recipe.config, run.spec)  # what the metadata asks for, checked before it is built
+    if skeleton is not None:
+        check_size(skeleton, recipe.config)
+    state, used = load_weights(run)  # memory bounded by the file, which exists
+    model = skeleton if skeleton is not None else build_model(recipe.config, run.spec)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -157,6 +160,8 @@ def build_run_model_from(run: Run) -> tuple[nn.Module, Path]:
                  f"unexpected {', '.join(unexpected[:5])}" if unexpected else "",
                  f"shape differs: {'; '.join(reshaped[:5])}" if reshaped else ""]
         raise UserError(f"{used} does not fit the recipe's model: " + "; ".join(p for p in parts if p))
+    if skeleton is not None:
+        model = build_model(recipe.config, run.spec)
     model.load_state_dict(state)
     return model.eval(), used
 

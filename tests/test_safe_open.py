@@ -150,3 +150,22 @@ def test_weights_that_no_longer_match_their_recorded_sha256_are_named_and_the_go
     both = runner.invoke(app, ["eval", str(run_copy), "--json"])
     assert both.exit_code == 0 and "its numbers may not be the run's" in both.stderr
     assert json.loads(both.stdout)["weights"].endswith("model.safetensors")
+
+
+@pytest.mark.parametrize("hidden", [[700_000], [10**9]])
+def test_a_run_asking_for_an_enormous_network_is_refused_before_it_is_built(run_copy, hidden):
+    """Issue 26 row 3: metadata asking for hidden [700000] took 11 s and 2.7 GB before its "does not fit"; [10**9]
+    was an allocator traceback. The parameter count comes from the model built on the meta device (no memory)."""
+    path = run_copy / "metadata.json"
+    meta = json.loads(path.read_text())
+    meta["recipe"]["config"]["model"] |= {"hidden": hidden, "dropout": 0.0, "batchnorm": [True]}
+    path.write_text(json.dumps(meta))
+    image = REPO / "docs" / "examples" / "drawn-5.png"
+    for command in (["eval", str(run_copy)], ["predict", str(run_copy), str(image)]):
+        one_line_error(CliRunner().invoke(app, command), "parameters", "over the 100,000,000 this toolkit builds")
+
+
+def test_a_huge_width_in_set_is_one_line(tmp_path):
+    """Issue 26 row 17: --set model.widths=[1000000000,64,128] was a RuntimeError from the allocator."""
+    result = CliRunner().invoke(app, ["train", "fast", "--print-config", "--set", "model.widths=[1000000000,64,128]"])
+    one_line_error(result, "model 'convnet' would have", "over the 100,000,000")
