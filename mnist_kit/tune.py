@@ -9,6 +9,7 @@ SIGTERM) at once. The best trial is the best validation accuracy; its test accur
 never chooses.
 """
 
+import hashlib
 import json
 import math
 import shutil
@@ -22,7 +23,7 @@ from mnist_kit.assemble import check_recipe
 from mnist_kit.data import data_root
 from mnist_kit.errors import Interrupted, UserError
 from mnist_kit.invocation import install_hint
-from mnist_kit.recipe import load_recipe, recipe_path
+from mnist_kit.recipe import load_recipe, recipe_hash, recipe_path
 from mnist_kit.recipebook import read_search_file
 from mnist_kit.registry import closest
 from mnist_kit.search import best_row, point_figures, train_point, write_summary_csv
@@ -65,8 +66,13 @@ def check_dimension(path: Path, key: str, spec: Any) -> None:
         raise UserError(f"{where}: low and high must be finite numbers with low < high")
     if spec.get("log") and low <= 0:
         raise UserError(f"{where}: a log range needs low > 0")
+    if not isinstance(spec.get("log", False), bool):
+        raise UserError(f"{where}: log must be true or false, got {spec['log']!r}")
     if spec.get("log") and "step" in spec:
         raise UserError(f"{where}: give log or step, not both")
+    step = spec.get("step", 1)
+    if isinstance(step, bool) or not isinstance(step, int | float) or not math.isfinite(step) or step <= 0:
+        raise UserError(f"{where}: step must be a number > 0, got {step!r}")
 
 
 def read_study(path: Path | str) -> dict:
@@ -94,9 +100,10 @@ def read_study(path: Path | str) -> dict:
     return study
 
 
-def check_recipes(path: Path, study: dict, base: Path) -> None:
+def check_recipes(path: Path, study: dict, base: Path) -> str:
     """The base recipe with [set] must hold images out (a study chooses on them), and the space's corners must be
-    valid recipes, before anything trains."""
+    valid recipes, before anything trains. Returns the study's fingerprint: what its trials depend on (the resolved
+    base recipe with [set], and the [space])."""
     fixed = load_recipe(base, study["set"])
     check_recipe(fixed)
     if fixed.config["data"]["validation"] == 0:
@@ -108,6 +115,8 @@ def check_recipes(path: Path, study: dict, base: Path) -> None:
             check_recipe(load_recipe(base, {**study["set"], **values}))
         except UserError as error:
             raise UserError(f"{path}: the space's {'lowest' if corner == 0 else 'highest'} values: {error}") from None
+    return hashlib.sha256(json.dumps({"recipe": recipe_hash(fixed), "space": study["space"]},
+                                     sort_keys=True).encode()).hexdigest()
 
 
 def suggest(trial, key: str, spec: dict) -> Any:
@@ -143,9 +152,12 @@ def make_storage(optuna, url: str, study: dict):
             time.sleep(1 + attempt)
 
 
-def make_sampler_and_pruner(optuna, study: dict):
-    sampler = (optuna.samplers.TPESampler(seed=study["seed"]) if study["sampler"] == "tpe"
-               else optuna.samplers.RandomSampler(seed=study["seed"]))
+def make_sampler_and_pruner(optuna, study: dict, trials_so_far: int = 0):
+    """The sampler, seeded with the study's seed plus the trials the database holds already (a study continued
+    after a kill does not draw its first trials' values again), and the pruner."""
+    seed = study["seed"] + trials_so_far
+    sampler = (optuna.samplers.TPESampler(seed=seed) if study["sampler"] == "tpe"
+               else optuna.samplers.RandomSampler(seed=seed))
     pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
               "none": lambda: optuna.pruners.NopPruner()}[study["pruner"]]()
@@ -200,13 +212,23 @@ def run_study(path: Path | str, out_dir: Path | str | None = None, storage: str 
     path = Path(path)
     study_file = read_study(path)
     base = recipe_path(study_file["recipe"], path.parent)
-    check_recipes(path, study_file, base)
+    fingerprint = check_recipes(path, study_file, base)
     folder = (Path(out_dir) if out_dir else Path("runs") / "studies" / path.stem).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create the study's folder {folder}: {error.strerror or error}") from None
     url = storage or f"sqlite:///{folder / 'study.db'}"
     sampler, pruner = make_sampler_and_pruner(optuna, study_file)
     study = optuna.create_study(storage=make_storage(optuna, url, study_file), sampler=sampler, pruner=pruner,
                                 study_name=path.stem, direction="maximize", load_if_exists=True)
+    made_from = study.user_attrs.get("fingerprint")
+    if made_from is None:
+        study.set_user_attr("fingerprint", fingerprint)
+    elif made_from != fingerprint:
+        raise UserError(f"{path}: the study in {url} was made from another version of this file (its [set], [space] "
+                        f"or base recipe changed since): give another --out or --storage, or remove it to start over")
+    study.sampler = make_sampler_and_pruner(optuna, study_file, len(study.get_trials(deepcopy=False)))[0]
     remaining = study_file["trials"] - finished(optuna, study)
     if remaining > 0:
         callbacks = [optuna.study.MaxTrialsCallback(study_file["trials"], states=(

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mnist_kit.cli import app
+from mnist_kit.errors import UserError
 from mnist_kit.tune import read_study, run_study
 from tests.conftest import QUICK, REPO, one_line_error, write_recipe
 
@@ -126,9 +127,22 @@ def test_study_file_mistakes_are_one_line(tmp_path):
             (text.replace('recipe = "quick.toml"', ""), "`recipe` must name the base recipe"),
             (text.replace("low = 0.0001", "low = 0.5"), "low < high"),
             (text.replace('pruner = "halving"', 'pruner = "hyperband"'), "pruner must be one of"),
-            (text.replace("choices = [32, 64]", "choices = [32, -1]"), "highest values")):
+            (text.replace("choices = [32, 64]", "choices = [32, -1]"), "highest values"),
+            # issue 26 row 12: each was an Optuna traceback after the first trial, or misread
+            (text.replace("log = true", "step = 0"), "step must be a number > 0, got 0"),
+            (text.replace("log = true", "step = -8"), "step must be a number > 0, got -8"),
+            (text.replace("log = true", 'step = "x"'), "step must be a number > 0, got 'x'"),
+            (text.replace("log = true", 'log = "no"'), "log must be true or false, got 'no'")):
         path.write_text(broken)
         one_line_error(runner.invoke(app, ["tune", str(path), "--out", str(tmp_path / "out")]), fragment)
+
+
+def test_an_out_folder_that_cannot_be_made_is_one_line(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "file").write_text("")  # a file where the study's folder would go: mkdir fails for root too
+    one_line_error(CliRunner().invoke(app, ["tune", str(study_file(tmp_path)), "--out", str(locked / "file" / "x")]),
+                   "cannot create the study's folder")
 
 
 def test_without_optuna_tune_says_how_to_install_it(tmp_path, monkeypatch):
@@ -159,3 +173,19 @@ def test_an_interrupted_study_is_told_how_to_go_on_by_the_cli(monkeypatch, tmp_p
     said = " ".join(result.stderr.split())  # the command as this process runs the CLI (under pytest: python -m ...)
     assert said.endswith(f"keeps every finished trial: {said.split(': ')[-1].split(' tune ')[0]} tune fast-3ep "
                          f"--out {tmp_path} --storage sqlite:///x.db")
+
+
+def test_a_continued_study_draws_new_values_and_a_changed_study_file_is_refused(tmp_path):
+    """Issue 26 rows 4 and 5: a study continued in a new process drew its first trials' values again (every process
+    seeded the sampler alike); a study file changed after a run reused the old study silently, or crashed."""
+    path = study_file(tmp_path, trials=2, pruner="none", epochs=1)
+    rows, _ = run_study(path, tmp_path / "out")
+    path.write_text(path.read_text().replace("trials = 2", "trials = 3"))  # more trials: the same study goes on
+    rows, _ = run_study(path, tmp_path / "out")
+    assert len(rows) == 3 and rows[2]["optimizer.lr"] not in {rows[0]["optimizer.lr"], rows[1]["optimizer.lr"]}
+    path.write_text(path.read_text().replace('"data.limit" = 1000', '"data.limit" = 800'))
+    with pytest.raises(UserError, match="made from another version of this file"):
+        run_study(path, tmp_path / "out")
+    path.write_text(path.read_text().replace("choices = [32, 64]", "choices = [32, 50]"))
+    one_line_error(CliRunner().invoke(app, ["tune", str(path), "--out", str(tmp_path / "out")]),
+                   "made from another version of this file")
