@@ -43,6 +43,7 @@ RUN_ENV = "MNIST_KIT_SERVE"  # what uvicorn's worker processes read to build the
 def require_fastapi():
     try:
         import fastapi  # noqa: F401
+        import fastapi_offline  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError:
         raise UserError(f"mnist-kit serve needs FastAPI and uvicorn: {install_hint('serve')}") from None
@@ -50,15 +51,17 @@ def require_fastapi():
 
 def make_app(served: Predictor, hosts: list[str], body_seconds: float = BODY_SECONDS):
     """The FastAPI app for one served model, behind the Guard."""
-    from fastapi import FastAPI, Request
+    from fastapi import Request
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import HTMLResponse, JSONResponse
+    from fastapi_offline import FastAPIOffline
 
     import mnist_kit
 
-    app = FastAPI(title="mnist-kit", version=mnist_kit.__version__,
-                  description=f"The model of {served.source}: the draw page, /predict, and the Open Inference "
-                              f"Protocol (v2) as model {served.name!r}.")
+    # /docs with Swagger UI's files from the installed fastapi-offline, not a CDN (no machine here reaches one)
+    app = FastAPIOffline(title="mnist-kit", version=mnist_kit.__version__, redoc_url=None,
+                         description=f"The model of {served.source.name}: the draw page, /predict, and the Open "
+                                     f"Inference Protocol (v2) as model {served.name!r}.")
     app.state.model_name = served.name
     page = PAGE.read_bytes()
 

@@ -5,6 +5,7 @@ import base64
 import http.client
 import io
 import json
+import re
 import shutil
 import socket
 import sys
@@ -155,6 +156,21 @@ def test_host_and_origin_are_checked(url):
     request = f"HEAD /?from=bookmark HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
     head = raw_request(url, request.encode())
     assert head.startswith(b"HTTP/1.1 200")
+
+
+def test_the_api_docs_work_without_the_internet(url, trained_run):
+    """Issue 26: /docs loaded Swagger UI from a CDN, a blank page on every machine here; its files now come from the
+    installed fastapi-offline. The page names the run, not the path it was given."""
+    with urllib.request.urlopen(url + "/docs", timeout=10) as response:
+        page = response.read().decode()
+    scripts = re.findall(r'src="([^"]+)"', page) + re.findall(r'href="([^"]+\.css)"', page)
+    assert scripts and all(src.startswith("/") for src in scripts), scripts  # served here, none from a CDN
+    for src in scripts:
+        with urllib.request.urlopen(url + src, timeout=10) as response:
+            assert response.status == 200 and len(response.read()) > 1000
+    with urllib.request.urlopen(url + "/openapi.json", timeout=10) as response:
+        description = json.loads(response.read())["info"]["description"]
+    assert description.startswith(f"The model of {trained_run.run_dir.name}:")
 
 
 def mnist_pixels(splits, count):
