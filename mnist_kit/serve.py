@@ -36,6 +36,7 @@ from mnist_kit.protocol import infer_body, model_metadata, predict_canvas
 PAGE = Path(__file__).parent / "static" / "draw.html"
 LIMIT_CONCURRENCY = 64  # connections and tasks at once; uvicorn answers 503 beyond
 HEADER_SECONDS = 10.0  # a request's headers must arrive within this (mnist_kit.http_deadline)
+SEND_SECONDS = 30.0  # a client that reads nothing of its answer for this long is disconnected (http_deadline)
 HTTP_PROTOCOL = "mnist_kit.http_deadline:HeaderDeadlineH11"  # uvicorn's h11, with a deadline for headers
 RUN_ENV = "MNIST_KIT_SERVE"  # what uvicorn's worker processes read to build the app (--workers > 1)
 
@@ -132,7 +133,7 @@ def app_from_env():
     """The app in a uvicorn worker process (--workers > 1): the run and options come in RUN_ENV (uvicorn loads the
     protocol class by its import string in each worker, so the header deadline is set here too)."""
     options = json.loads(os.environ[RUN_ENV])
-    set_header_deadline(options["header_seconds"])
+    set_deadlines(options["header_seconds"], options["send_seconds"])
     return make_app(open_predictor(options["run"], options["name"]), options["hosts"])
 
 
@@ -152,24 +153,25 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def set_header_deadline(seconds: float) -> None:
-    """How long a request's headers may take to arrive (mnist_kit.http_deadline), for the servers this process
-    runs."""
+def set_deadlines(header_seconds: float, send_seconds: float) -> None:
+    """How long a request's headers may take to arrive, and how long a client may read nothing of its answer
+    (mnist_kit.http_deadline), for the servers this process runs."""
     from mnist_kit.http_deadline import HeaderDeadlineH11
 
-    HeaderDeadlineH11.header_seconds = seconds
+    HeaderDeadlineH11.header_seconds, HeaderDeadlineH11.send_seconds = header_seconds, send_seconds
 
 
 def make_server(run_path: Path | str, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
                 allow_hosts: list[str] = (), limit_concurrency: int = LIMIT_CONCURRENCY, backlog: int = 2048,
-                body_seconds: float = BODY_SECONDS, header_seconds: float = HEADER_SECONDS):
+                body_seconds: float = BODY_SECONDS, header_seconds: float = HEADER_SECONDS,
+                send_seconds: float = SEND_SECONDS):
     """A uvicorn server for a run in this process, and its bound socket: `server.run(sockets=[sock])` serves
     (tests run it in a thread and set `server.should_exit` to stop it). Bodies must arrive within `body_seconds`,
-    headers within `header_seconds`."""
+    headers within `header_seconds`; a client that reads nothing of its answer for `send_seconds` is cut off."""
     require_fastapi()
     import uvicorn
 
-    set_header_deadline(header_seconds)
+    set_deadlines(header_seconds, send_seconds)
 
     app = make_app(open_predictor(run_path, name), allowed_hosts(host, list(allow_hosts)), body_seconds)
     sock = listening_socket(host, port)
@@ -182,7 +184,7 @@ def make_server(run_path: Path | str, host: str = "127.0.0.1", port: int = 8000,
 
 def serve_workers(run_path: Path | str, host: str, port: int, workers: int, name: str | None,
                   allow_hosts: list[str], limit_concurrency: int = LIMIT_CONCURRENCY,
-                  header_seconds: float = HEADER_SECONDS) -> None:
+                  header_seconds: float = HEADER_SECONDS, send_seconds: float = SEND_SECONDS) -> None:
     """Serve with several uvicorn worker processes (each loads the model; uvicorn shares the socket)."""
     require_fastapi()
     import uvicorn
@@ -190,7 +192,8 @@ def serve_workers(run_path: Path | str, host: str, port: int, workers: int, name
 
     open_predictor(run_path, name)  # a bad run is one line here, not a crash in every worker
     os.environ[RUN_ENV] = json.dumps({"run": str(Path(run_path).resolve()), "name": name,
-                                      "hosts": allowed_hosts(host, allow_hosts), "header_seconds": header_seconds})
+                                      "hosts": allowed_hosts(host, allow_hosts), "header_seconds": header_seconds,
+                                      "send_seconds": send_seconds})
     config = uvicorn.Config("mnist_kit.serve:app_from_env", factory=True, workers=workers,
                             limit_concurrency=limit_concurrency, backlog=2048, timeout_keep_alive=5,
                             http=HTTP_PROTOCOL, log_level="warning", access_log=False)

@@ -320,12 +320,13 @@ def test_the_header_deadline_still_fits_uvicorns_h11_protocol():
 
     from mnist_kit.http_deadline import HeaderDeadlineH11
 
-    for hook in ("connection_made", "handle_events", "on_response_complete", "connection_lost"):
+    for hook in ("connection_made", "handle_events", "on_response_complete", "connection_lost", "pause_writing",
+                 "resume_writing"):
         assert callable(getattr(H11Protocol, hook, None)), f"uvicorn's H11Protocol has no {hook} any more"
     source = inspect.getsource(H11Protocol)
     for attribute in ("self.cycle", "self.loop", "self.transport", "response_complete"):
         assert attribute in source, f"uvicorn's H11Protocol no longer uses {attribute}"
-    assert HeaderDeadlineH11.header_seconds == 10.0
+    assert {"header_seconds", "send_seconds"} <= set(vars(HeaderDeadlineH11))
 
 
 def test_a_request_whose_headers_never_finish_is_closed(trained_run):
@@ -338,3 +339,33 @@ def test_a_request_whose_headers_never_finish_is_closed(trained_run):
             assert slow.recv(100) == b"" and time.monotonic() - start < 5  # closed by the server
         with urllib.request.urlopen(address + "/v2/health/live", timeout=10) as response:
             assert response.status == 200  # a prompt request on a new connection is answered as ever
+
+
+def test_a_client_that_never_reads_its_answer_is_cut_off(trained_run):
+    """Issue 26 row 2: three clients that sent a v2 request with a 7 MB id (echoed back) and never read held their
+    slots forever, and everyone else got 503. A write that stays paused for send_seconds now ends the connection."""
+    body = json.dumps({"id": "x" * 7_000_000, "inputs": [{"name": "image", "datatype": "FP32",
+                                                          "shape": [1, 1, 28, 28], "data": [0.0] * 784}]}).encode()
+    with serving(trained_run.run_dir, limit_concurrency=4, send_seconds=1.0) as address:
+        host, port = address.removeprefix("http://").split(":")
+        stuck = []
+        for _ in range(3):
+            client = socket.socket()
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            client.connect((host, int(port)))
+            client.sendall(b"POST /v2/models/quick/infer HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                           b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            stuck.append(client)  # and never read
+        try:
+            deadline, status = time.monotonic() + 20, None
+            while time.monotonic() < deadline and status != 200:
+                time.sleep(0.5)
+                try:
+                    with urllib.request.urlopen(address + "/v2/health/live", timeout=5) as response:
+                        status = response.status
+                except urllib.error.HTTPError as error:
+                    status = error.code  # 503 while the slots are held
+            assert status == 200
+        finally:
+            for client in stuck:
+                client.close()
