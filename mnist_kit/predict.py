@@ -81,6 +81,15 @@ def decode_gray(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
         raise UserError(f"{name}: cannot decode image: {error}") from error
 
 
+def image_pixels(data: bytes) -> int:
+    """How many pixels an image file says it has, from its header alone (0 when it is not one: decoding says why)."""
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as image:
+            return image.width * image.height
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError, EOFError):
+        return 0
+
+
 def reduced(image: Image.Image) -> Image.Image:
     """The image in a mode Pillow can box-reduce (L, RGB, RGBA, I, F), reduced so its longer side is at most
     DECODE_SIDE: averaging bytes, so a large image never exists as floats."""

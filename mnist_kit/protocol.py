@@ -16,9 +16,10 @@ import torch
 
 from mnist_kit.errors import UserError
 from mnist_kit.inference import Predictor
-from mnist_kit.predict import SERVE_MAX_PIXELS, decode_gray, gray_png, mnist_like
+from mnist_kit.predict import SERVE_MAX_PIXELS, decode_gray, gray_png, image_pixels, mnist_like
 
 MAX_BATCH = 512  # images in one v2 infer request
+MAX_REQUEST_PIXELS = 64_000_000  # what one request's image files may hold together (16 phone photos, 1,600 at 200x200)
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -66,14 +67,18 @@ def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
         if datatype != "BYTES" or len(shape) != 1 or len(data) != shape[0]:
             raise UserError(f"input 'image_file': expected BYTES of shape [N] with N base64 strings, got {datatype} "
                             f"{shape} with {len(data)} items")
-        batch = []
+        files = []
         for i, item in enumerate(data):
             try:
-                raw = base64.b64decode(item, validate=True)
+                files.append(base64.b64decode(item, validate=True))
             except (binascii.Error, TypeError, ValueError):
                 raise UserError(f"input 'image_file' item {i}: not base64 text") from None
-            seen = mnist_like(decode_gray(raw, f"image_file {i}", SERVE_MAX_PIXELS), f"image_file {i}")
-            batch.append(predictor.normalized_canvas(seen))
+        pixels = sum(image_pixels(raw) for raw in files)  # from the headers, before anything is decoded
+        if pixels > MAX_REQUEST_PIXELS:
+            raise UserError(f"input 'image_file': {len(files)} images hold {pixels:,} pixels, over the "
+                            f"{MAX_REQUEST_PIXELS:,} a request may (send fewer or smaller images a request)")
+        batch = [predictor.normalized_canvas(mnist_like(decode_gray(raw, f"image_file {i}", SERVE_MAX_PIXELS),
+                                                        f"image_file {i}")) for i, raw in enumerate(files)]
         return torch.cat(batch) if batch else torch.zeros(0, *predictor.input_shape)
     raise UserError(f"unknown input {name!r}; this model takes 'image' (FP32) or 'image_file' (BYTES)")
 

@@ -63,3 +63,21 @@ def test_inference_and_the_protocol_need_no_web_framework(trained_run):
     out = subprocess.run([sys.executable, "-c", code, str(trained_run.run_dir)], capture_output=True, text=True,
                          cwd=REPO)
     assert out.returncode == 0 and out.stdout.strip() == "10", out.stderr
+
+
+def test_a_request_of_many_large_image_files_is_bounded(trained_run):
+    """Issue 26 row 11: 512 PNGs of 2000x2000 in one v2 request cost 25 s of CPU; a request's image files may hold
+    64 million pixels together, counted from their headers before any is decoded."""
+    import io
+
+    from PIL import Image
+
+    from mnist_kit.protocol import MAX_REQUEST_PIXELS
+
+    buffer = io.BytesIO()
+    Image.new("L", (2000, 2000)).save(buffer, "PNG")
+    item = base64.b64encode(buffer.getvalue()).decode()
+    count = MAX_REQUEST_PIXELS // 4_000_000 + 1
+    request = {"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [count], "data": [item] * count}]}
+    with pytest.raises(UserError, match=f"{count} images hold 68,000,000 pixels, over the 64,000,000"):
+        infer(open_predictor(trained_run.run_dir), request)
