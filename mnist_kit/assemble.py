@@ -158,7 +158,8 @@ def check_recipe(recipe) -> tuple[Parts, int]:
         except UserError as error:
             raise UserError(f"{current.path.name}: {error}") from error
         checked = checked or built
-        current = (fallback_recipe(current) or (None,))[0]
+        following = fallback_recipe(current)  # (recipe, carried, dropped), or None at the end of the chain
+        current = following[0] if following else None
     return checked
 
 

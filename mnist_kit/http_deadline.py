@@ -3,8 +3,8 @@
 uvicorn has none: a client that sends half a request line, or a byte now and then, holds its connection (and one
 of `limit_concurrency`'s slots) forever; a few dozen such clients would shut everyone else out with 503s. Here
 the headers of each request must have arrived `header_seconds` after the connection opened or the previous answer
-was sent, else the connection is closed. The launcher sets it (mnist_kit.serve.set_header_deadline; default
-serve.HEADER_SECONDS). Bodies have their own deadline (mnist_kit.http_guard.Guard).
+was sent, else the connection is closed. The launcher sets it (mnist_kit.serve.set_deadlines; defaults
+serve.HEADER_SECONDS and serve.SEND_SECONDS). Bodies have their own deadline (mnist_kit.http_guard.Guard).
 
 A client that stops reading its answer (a big response, a full socket buffer) held its connection as long as it
 liked: when the transport's buffer stays full (asyncio paused writing) for `send_seconds`, the connection is

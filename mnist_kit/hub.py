@@ -176,14 +176,12 @@ def save_hub_folder(run_path: Path | str, out: Path | str, data_dir: Path | str 
         raise UserError(f"--format hf needs huggingface_hub: {install_hint('hub')}") from None
     import hashlib
 
-    from mnist_kit.inference import open_predictor
+    from mnist_kit.inference import open_run
     from mnist_kit.runs import run_dataset
 
-    if Path(run_path).suffix == ".onnx":
-        raise UserError(f"{run_path} is not a run folder or a .safetensors/.pth weights file")
     out = Path(out)
     check_out_folder(out, force)
-    predictor = open_predictor(run_path)
+    predictor = open_run(run_path)
     run, model, used = predictor.run, predictor.scores, predictor.weights
     try:
         out.mkdir(parents=True, exist_ok=True)

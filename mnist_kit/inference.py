@@ -17,7 +17,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.evaluate import EVAL_BATCH
 from mnist_kit.invocation import install_hint
 
-SIDE = 28  # MNIST-like images are 28x28 grey
+SIDE = 28  # a model's input is a SIDE x SIDE grey image, as MNIST's (mnist_kit.predict makes them)
 MIN_STD = 1e-3  # of pixels in [0, 1]: MNIST's is 0.3081; a std near 0 turns every input into inf and nan
 
 
@@ -72,8 +72,11 @@ def open_predictor(path: Path | str, name: str | None = None) -> Predictor:
     written by `mnist-kit export` (run by onnxruntime, preprocessing from its metadata). `name` defaults to the
     recipe's name."""
     path = Path(path)
-    if path.suffix == ".onnx":
-        return open_onnx(path, name)
+    return open_onnx(path, name) if path.suffix == ".onnx" else open_run(path, name)
+
+
+def open_run(path: Path | str, name: str | None = None) -> Predictor:
+    """A run folder, one of its weights files, or a Hub folder, ready to predict (with its run and weights file)."""
     from mnist_kit.runs import build_run_model_from, find_run
 
     run = find_run(path)

@@ -12,6 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
+from mnist_kit.inference import SIDE, open_predictor
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what users send; no decoder that runs a program (EPS)
 MAX_PIXELS = 16_000_000  # decoded at full size (PNG, GIF, BMP, WebP, TIFF): at most 64 MB as RGBA bytes
@@ -19,7 +20,7 @@ MAX_JPEG_PIXELS = 64_000_000  # a JPEG decodes at 1/2 to 1/8 of its size straigh
 SERVE_MAX_PIXELS = 4_000_000  # the draw page sends a 280x280 canvas; the server decodes at most this much whole (a
 # baseline JPEG decodes at 1/8 first, so it may have MAX_JPEG_PIXELS; a progressive one cannot, so it may not)
 MAX_BYTES = 100 * 2**20
-BOX, SIDE = 20, 28  # MNIST: the digit scaled into a 20x20 box, centred by mass in 28x28
+BOX = 20  # MNIST: the digit scaled into a 20x20 box, centred by mass in SIDE x SIDE (28x28)
 MIN_CONTRAST = 0.15  # ink must differ from the paper by this much (of full scale) to count as ink
 INK_THRESHOLD = 0.2  # after contrast stretching, paper texture and noise below this are cleared
 WORK_SIDE = 400  # big photos are first shrunk to this longer side (pixels)
@@ -252,8 +253,6 @@ def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
                   show_input: Path | str | None = None) -> list[dict]:
     """Classify image files with a model (a run folder, its weights, a Hub folder, or an exported .onnx file alone);
     a file that fails gets an 'error' entry, the rest go on."""
-    from mnist_kit.inference import open_predictor
-
     predictor = open_predictor(path)
     results, inputs, ok = [], [], []
     for image in images:

@@ -11,18 +11,17 @@ A run folder holds:
 
 import copy
 import csv
-import hashlib
 import io
 import json
 import os
 import stat
-import tomllib
 import warnings
 from datetime import datetime
 from pathlib import Path
 
 from mnist_kit.atomic import point_atomic, write_bytes_atomic, write_json_atomic
 from mnist_kit.errors import NoFinishedRun, Notice, UserError
+from mnist_kit.recipebook import parse_override
 from mnist_kit.settings import SCHEMA
 
 SCHEMA_VERSION = 2  # of metadata.json and of a recipe's dict form; 1: before it was written down
@@ -190,15 +189,12 @@ def write_history(run_dir: Path, history: list[dict]) -> Path:
     return write_bytes_atomic(Path(run_dir) / HISTORY, buffer.getvalue().encode())
 
 
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as file:
-        return hashlib.file_digest(file, "sha256").hexdigest()
-
-
 def weights_intact(metadata: dict, run_dir: Path, path: Path) -> bool | None:
     """Whether a weights file still has the SHA-256 its run recorded when it wrote it (None: none recorded)."""
+    from mnist_kit.fetch import sha256_file  # numpy comes with it: only opening weights needs this
+
     recorded = (metadata.get("weights") or {}).get(path.name) if path.parent == run_dir else None
-    return None if recorded is None else sha256_of(path) == recorded
+    return None if recorded is None else sha256_file(path) == recorded
 
 
 # --- schemas: what older versions wrote, in today's form ---
@@ -241,16 +237,5 @@ def upgraded_recipe(record: dict) -> dict:
                 config.setdefault(section, {}).setdefault(key, default)
     overrides = record.get("overrides") or {}
     if not isinstance(overrides, dict):  # schema 1: a list of KEY=VALUE strings
-        overrides = dict(override_pair(text) for text in overrides)
+        overrides = {".".join(keys): value for keys, value in map(parse_override, map(str, overrides))}
     return {**record, "schema": SCHEMA_VERSION, "config": config, "overrides": overrides}
-
-
-def override_pair(text: str) -> tuple[str, object]:
-    """'train.seed=3' as ('train.seed', 3), as schema 1 wrote --set values (the value TOML, else a bare word)."""
-    key, equals, value = str(text).partition("=")
-    if not equals or not key.strip():
-        raise UserError(f"not a KEY=VALUE override: {text!r}")
-    try:
-        return key.strip(), tomllib.loads(f"v = {value.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key.strip(), value.strip()

@@ -152,16 +152,18 @@ def make_storage(optuna, url: str, study: dict):
             time.sleep(1 + attempt)
 
 
-def make_sampler_and_pruner(optuna, study: dict, trials_so_far: int = 0):
+def make_sampler(optuna, study: dict, trials_so_far: int = 0):
     """The sampler, seeded with the study's seed plus the trials the database holds already (a study continued
-    after a kill does not draw its first trials' values again), and the pruner."""
+    after a kill does not draw its first trials' values again)."""
     seed = study["seed"] + trials_so_far
-    sampler = (optuna.samplers.TPESampler(seed=seed) if study["sampler"] == "tpe"
-               else optuna.samplers.RandomSampler(seed=seed))
-    pruner = {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
+    return (optuna.samplers.TPESampler(seed=seed) if study["sampler"] == "tpe"
+            else optuna.samplers.RandomSampler(seed=seed))
+
+
+def make_pruner(optuna, study: dict):
+    return {"median": lambda: optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0),
               "halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
               "none": lambda: optuna.pruners.NopPruner()}[study["pruner"]]()
-    return sampler, pruner
 
 
 def finished(optuna, study) -> int:
@@ -219,16 +221,17 @@ def run_study(path: Path | str, out_dir: Path | str | None = None, storage: str 
     except OSError as error:
         raise UserError(f"cannot create the study's folder {folder}: {error.strerror or error}") from None
     url = storage or f"sqlite:///{folder / 'study.db'}"
-    sampler, pruner = make_sampler_and_pruner(optuna, study_file)
-    study = optuna.create_study(storage=make_storage(optuna, url, study_file), sampler=sampler, pruner=pruner,
-                                study_name=path.stem, direction="maximize", load_if_exists=True)
+    study = optuna.create_study(storage=make_storage(optuna, url, study_file), sampler=make_sampler(optuna, study_file),
+                                pruner=make_pruner(optuna, study_file), study_name=path.stem, direction="maximize",
+                                load_if_exists=True)
     made_from = study.user_attrs.get("fingerprint")
     if made_from is None:
         study.set_user_attr("fingerprint", fingerprint)
     elif made_from != fingerprint:
         raise UserError(f"{path}: the study in {url} was made from another version of this file (its [set], [space] "
                         f"or base recipe changed since): give another --out or --storage, or remove it to start over")
-    study.sampler = make_sampler_and_pruner(optuna, study_file, len(study.get_trials(deepcopy=False)))[0]
+    if trials_so_far := len(study.get_trials(deepcopy=False)):
+        study.sampler = make_sampler(optuna, study_file, trials_so_far)
     remaining = study_file["trials"] - finished(optuna, study)
     if remaining > 0:
         callbacks = [optuna.study.MaxTrialsCallback(study_file["trials"], states=(
