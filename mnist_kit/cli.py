@@ -507,7 +507,9 @@ def tune_command(
     def trial_done(row: dict) -> None:
         result = {"complete": lambda: f"validation {row['validation_accuracy']:.2%}, test {row['test_accuracy']:.2%}, "
                                       f"{row['seconds']:.1f} s",
-                  "pruned": lambda: f"pruned after epoch {row['pruned_after']}"}.get(row["state"], lambda: row["state"])
+                  "pruned": lambda: f"pruned after epoch {row['pruned_after']}",
+                  "fail": lambda: f"failed, it does not count: {row['error']}" if row["error"] else "failed",
+                  }.get(row["state"], lambda: row["state"])
         values = ", ".join(f"{k}={v}" for k, v in row.items() if "." in k)
         console.print(f"trial {row['trial']}: {result()} ({values})", highlight=False, soft_wrap=True)
 

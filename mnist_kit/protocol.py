@@ -19,6 +19,7 @@ from mnist_kit.inference import Predictor
 from mnist_kit.predict import SERVE_MAX_PIXELS, decode_gray, gray_png, image_pixels, mnist_like
 
 MAX_BATCH = 512  # images in one v2 infer request
+MAX_LISTS = 65_536  # JSON lists one request may hold
 MAX_REQUEST_PIXELS = 64_000_000  # what one request's image files may hold together (16 phone photos, 1,600 at 200x200)
 
 
@@ -55,13 +56,10 @@ def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
     if not isinstance(data, list):
         raise UserError(f"input {name!r}: data must be a JSON list (binary tensors are not accepted here)")
     if name == "image":
-        per_image = int(np.prod(predictor.input_shape))
         if datatype != "FP32" or shape[1:] != list(predictor.input_shape):
             raise UserError(f"input 'image': expected FP32 of shape [N, {', '.join(map(str, predictor.input_shape))}], "
                             f"got {datatype} {shape}")
-        values = pixel_values(data)
-        if values.size != shape[0] * per_image:
-            raise UserError(f"input 'image': {values.size} values for shape {shape}, expected {shape[0] * per_image}")
+        values = pixel_values(data, shape)
         return predictor.normalized(torch.from_numpy(values).view(shape[0], *predictor.input_shape))
     if name == "image_file":
         if datatype != "BYTES" or len(shape) != 1 or len(data) != shape[0]:
@@ -83,9 +81,10 @@ def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
     raise UserError(f"unknown input {name!r}; this model takes 'image' (FP32) or 'image_file' (BYTES)")
 
 
-def pixel_values(data: list) -> np.ndarray:
-    """A v2 'image' tensor's data (flat or nested JSON numbers) as float32 pixels, each in [0, 1] as the contract
-    says: strings, booleans, numbers too large for a float and anything outside [0, 1] are refused."""
+def pixel_values(data: list, shape: list[int]) -> np.ndarray:
+    """A v2 'image' tensor's data (flat or nested JSON numbers, as many as `shape` holds) as float32 pixels, each in
+    [0, 1] as the contract says: strings, booleans, numbers too large for a float and anything outside [0, 1] are
+    refused."""
     try:
         values = np.asarray(data)
     except (ValueError, TypeError, OverflowError, RecursionError):
@@ -93,6 +92,10 @@ def pixel_values(data: list) -> np.ndarray:
     if values.dtype.kind not in "iuf":  # strings ('U'), booleans ('b'), huge integers and ragged lists ('O')
         raise UserError(f"input 'image': data must be numbers, got {values.dtype.kind!r} values (strings, booleans, "
                         f"integers too large or lists of different lengths)")
+    if values.size != np.prod(shape):
+        raise UserError(f"input 'image': {values.size} values for shape {shape}, expected {np.prod(shape)}")
+    if any(type(v) is bool for v in np.asarray(data, dtype=object).ravel()):  # [0.5, true] made a float array
+        raise UserError("input 'image': data must be numbers, got true or false among them")
     values = values.astype(np.float32).reshape(-1)
     if values.size and not (np.isfinite(values).all() and values.min() >= 0 and values.max() <= 1):
         raise UserError("input 'image': pixels must be finite numbers in [0, 1] (white ink on black, as MNIST)")
@@ -100,7 +103,11 @@ def pixel_values(data: list) -> np.ndarray:
 
 
 def parse_request(body: bytes) -> dict:
-    """A v2 request body as JSON (an object), or one line saying why not."""
+    """A v2 request body as JSON (an object), or one line saying why not. Lists are counted before parsing: 8 MiB
+    of `[[],[],...]` took 3.8 s of CPU, holding the GIL (so the event loop too) while Python built them."""
+    if (lists := body.count(b"[")) > MAX_LISTS:
+        raise UserError(f"the body holds {lists:,} '[', over the {MAX_LISTS:,} a request may (a full batch of "
+                        f"{MAX_BATCH} nested 28x28 images needs {MAX_BATCH * 30 + 1:,})")
     try:
         request = json.loads(body)
     except (ValueError, RecursionError):

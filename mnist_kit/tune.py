@@ -43,7 +43,7 @@ def require_optuna():
         import optuna
     except ImportError:
         raise UserError(f"mnist-kit tune needs Optuna: {install_hint('tune')}") from None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial's outcome is told once, by run_study's caller
     return optuna
 
 
@@ -152,12 +152,38 @@ def make_storage(optuna, url: str, study: dict):
             time.sleep(1 + attempt)
 
 
-def make_sampler(optuna, study: dict, trials_so_far: int = 0):
-    """The sampler, seeded with the study's seed plus the trials the database holds already (a study continued
-    after a kill does not draw its first trials' values again)."""
-    seed = study["seed"] + trials_so_far
-    return (optuna.samplers.TPESampler(seed=seed) if study["sampler"] == "tpe"
-            else optuna.samplers.RandomSampler(seed=seed))
+def make_sampler(optuna, study: dict):
+    """A sampler that draws trial N's values with its own seed, made from the study's seed and N: reproducible for
+    one worker, and two workers (or a study continued after a kill) never draw alike, since trial numbers are
+    unique in the database. The inner sampler is Optuna's, made afresh per trial; TPE still learns from every
+    finished trial."""
+    kind = optuna.samplers.TPESampler if study["sampler"] == "tpe" else optuna.samplers.RandomSampler
+
+    class PerTrialSeed(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self.number, self.inner = None, None
+
+        def at(self, trial):
+            if trial.number != self.number:
+                self.number, self.inner = trial.number, kind(seed=(study["seed"] * 1_000_003 + trial.number) % 2**32)
+            return self.inner
+
+        def infer_relative_search_space(self, study, trial):
+            return self.at(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.at(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.at(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial):
+            self.at(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            self.at(trial).after_trial(study, trial, state, values)
+
+    return PerTrialSeed()
 
 
 def make_pruner(optuna, study: dict):
@@ -172,13 +198,29 @@ def finished(optuna, study) -> int:
     return len(study.get_trials(deepcopy=False, states=states))
 
 
+class Surplus(Exception):
+    """A trial started when the study's trials were all finished or running: another worker took the last."""
+
+
+def surplus(optuna, trial, wanted: int) -> bool:
+    """Whether `wanted` trials are finished, or running with a lower number than this one (workers started together
+    each see the other's trial: the later one steps back)."""
+    state = optuna.trial.TrialState
+    ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(state.COMPLETE, state.PRUNED, state.RUNNING))
+             if t.state != state.RUNNING or t.number < trial.number]
+    return len(ahead) >= wanted
+
+
 def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: Path,
                   on_epoch: Callable[[int, dict], None] | None = None):
     """The function Optuna calls per trial: train the recipe the trial's values make, in trials/NNNN, reporting
     validation accuracy after each epoch for the pruner; returns the final validation accuracy."""
     def objective(trial) -> float:
+        if surplus(optuna, trial, study_file["trials"]):
+            trial.set_user_attr("surplus", True)
+            trial.study.stop()
+            raise Surplus
         values = {key: suggest(trial, key, spec) for key, spec in study_file["space"].items()}
-        recipe = load_recipe(base, {**study_file["set"], **values})
         out = folder / "trials" / f"{trial.number:04d}"
 
         def report(row: dict) -> None:
@@ -189,7 +231,12 @@ def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: 
                 raise optuna.TrialPruned(f"pruned after epoch {row['epoch']}")
 
         try:
-            result = train_point(recipe, out_dir=out, data_dir=data_dir, on_epoch=report)
+            result = train_point(load_recipe(base, {**study_file["set"], **values}), out_dir=out, data_dir=data_dir,
+                                 on_epoch=report)
+        except UserError as error:  # this point cannot train (e.g. its loss diverged): it does not count
+            trial.set_user_attr("error", str(error))
+            shutil.rmtree(out, ignore_errors=True)
+            raise
         except optuna.TrialPruned:
             shutil.rmtree(out, ignore_errors=True)  # its numbers are in the database; its weights are not wanted
             raise
@@ -230,24 +277,33 @@ def run_study(path: Path | str, out_dir: Path | str | None = None, storage: str 
     elif made_from != fingerprint:
         raise UserError(f"{path}: the study in {url} was made from another version of this file (its [set], [space] "
                         f"or base recipe changed since): give another --out or --storage, or remove it to start over")
-    if trials_so_far := len(study.get_trials(deepcopy=False)):
-        study.sampler = make_sampler(optuna, study_file, trials_so_far)
-    remaining = study_file["trials"] - finished(optuna, study)
-    if remaining > 0:
+    failures = []
+    if finished(optuna, study) < study_file["trials"]:
+        def stop_after_failures(study, trial) -> None:  # a space where nothing trains must not run forever
+            if trial.state == optuna.trial.TrialState.FAIL and "error" in trial.user_attrs:
+                failures.append(trial.user_attrs["error"])
+                if len(failures) >= study_file["trials"]:
+                    study.stop()
+            elif trial.state != optuna.trial.TrialState.FAIL:
+                failures.clear()
+
         callbacks = [optuna.study.MaxTrialsCallback(study_file["trials"], states=(
-            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED))]
+            optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)), stop_after_failures]
         if on_trial:
-            callbacks.append(lambda s, t: on_trial(trial_row(t)))
+            callbacks.append(lambda s, t: None if t.user_attrs.get("surplus") else on_trial(trial_row(t)))
         objective = objective_for(optuna, base, study_file, folder, data_root(data_dir).resolve(), on_epoch)
         try:
-            study.optimize(objective, n_trials=remaining, timeout=study_file["minutes"] * 60 or None,
-                           callbacks=callbacks, catch=(UserError,))
+            study.optimize(objective, n_trials=None, timeout=study_file["minutes"] * 60 or None,
+                           callbacks=callbacks, catch=(UserError, Surplus))
         except Interrupted:
             raise Interrupted(f"interrupted: {folder} keeps every finished trial; the interrupted one is tried "
                               f"again when the study goes on") from None
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False)]
+    rows = [trial_row(t) for t in study.get_trials(deepcopy=False) if not t.user_attrs.get("surplus")]
     write_study_summary(folder, rows, list(study_file["space"]))
     write_study_figures(optuna, study, folder)
+    if len(failures) >= study_file["trials"]:
+        raise UserError(f"{path}: {len(failures)} trials failed in a row (the last: {failures[-1]}); "
+                        f"{folder}/summary.csv lists them")
     return rows, folder
 
 
@@ -263,6 +319,7 @@ def trial_row(trial) -> dict:
         row["trial_seconds"] = (trial.datetime_complete - trial.datetime_start).total_seconds()
     retried = trial.system_attrs.get("failed_trial")  # a killed trial's retry (RetryHeartbeatStaleTrialCallback)
     row["retry_of"] = retried if retried is not None else trial.user_attrs.get("retry_of")  # an interrupted one's
+    row["error"] = trial.user_attrs.get("error")
     return row
 
 
@@ -273,9 +330,9 @@ def best_trial(rows: list[dict]) -> dict | None:
 
 def write_study_summary(folder: Path, rows: list[dict], keys: list[str]) -> Path:
     """summary.csv: a row per trial, the best (by validation) marked."""
-    return write_summary_csv(folder / "summary.csv", ["trial", "state", *keys, "validation_accuracy", "test_accuracy",
-                                                      "seconds", "trial_seconds", "pruned_after", "retry_of", "best",
-                                                      "run"], rows, best_trial(rows))
+    columns = ["trial", "state", *keys, "validation_accuracy", "test_accuracy", "seconds", "trial_seconds",
+               "pruned_after", "retry_of", "error", "best", "run"]
+    return write_summary_csv(folder / "summary.csv", columns, rows, best_trial(rows))
 
 
 def write_study_figures(optuna, study, folder: Path) -> list[Path]:

@@ -218,13 +218,15 @@ def test_v2_takes_image_files_in_base64(url, splits):
     not_base64 = {"inputs": [{"name": "image_file", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}
     image = {"name": "image", "datatype": "FP32", "shape": [1, 1, 28, 28], "data": [0.0] * 784}
     for bad, fragment in (({"inputs": []}, "exactly one"), (wrong_shape, "shape"), (not_base64, "base64"),
-                          ("[" * 100_000, "not JSON"),  # issue 26 row 8: each of these was a 500 in plain text
+                          ('{"a": ' * 100_000, "not JSON"),  # issue 26 row 8: each of these was a 500 in plain text
+                          ("[" * 100_000, "over the 65,536 a request may"),  # row 11: 8 MiB of them, 3.8 s of CPU
                           ({"inputs": [{**image, "data": [10**400] + [0] * 783}]}, "data must be numbers"),
                           ({"inputs": [image], "outputs": 5}, "'outputs' must be a list"),
                           ({"inputs": [{**image, "shape": [True, 1, 28, 28]}]}, "shape must be a list of sizes"),
                           ({"inputs": [{**image, "data": [3e38] * 784}]}, "in [0, 1]"),  # row 9: was all null
                           ({"inputs": [{**image, "shape": [1, 784]}]}, "expected FP32 of shape"),  # row 10
-                          ({"inputs": [{**image, "data": ["0.5"] * 784}]}, "data must be numbers")):
+                          ({"inputs": [{**image, "data": ["0.5"] * 784}]}, "data must be numbers"),
+                          ({"inputs": [{**image, "data": [True] + [0.5] * 783}]}, "true or false among them")):
         body = bad.encode() if isinstance(bad, str) else json.dumps(bad).encode()
         request = urllib.request.Request(url + "/v2/models/quick/infer", data=body, method="POST")
         with pytest.raises(urllib.error.HTTPError) as error:

@@ -112,9 +112,14 @@ def test_two_workers_share_one_sqlite_study(tmp_path, data_root):
     trials = load(out).trials
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) >= 6
-    runs = [t.user_attrs["run"] for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(runs) == len(set(runs)) >= 6
-    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    runs = [t.user_attrs["run"] for t in complete]
+    assert len(runs) == len(set(runs)) == 6  # issue 26 row 4: was 7 or 8 (each worker finished its last trial)
+    assert len({t.params["optimizer.lr"] for t in complete}) == 6  # was pairs: both workers seeded alike
+    # A trial started when the last was already running elsewhere stepped back; the summary does not list it.
+    assert all(t.user_attrs.get("surplus") for t in trials if t not in complete)
+    with open(out / "summary.csv", newline="") as file:
+        assert len(list(csv.DictReader(file))) == 6
 
 
 def test_study_file_mistakes_are_one_line(tmp_path):
@@ -189,3 +194,26 @@ def test_a_continued_study_draws_new_values_and_a_changed_study_file_is_refused(
     path.write_text(path.read_text().replace("choices = [32, 64]", "choices = [32, 50]"))
     one_line_error(CliRunner().invoke(app, ["tune", str(path), "--out", str(tmp_path / "out")]),
                    "made from another version of this file")
+
+
+def test_a_failing_trial_does_not_count_and_a_space_where_nothing_trains_stops(tmp_path):
+    """Issue 26 row 12: a trial whose point cannot train used up one of `trials` (2 complete of 3, exit 0) and
+    Optuna printed its traceback. Now it is one line, the study goes on to `trials` complete ones, and a study
+    whose points all fail stops after `trials` failures in a row with one line."""
+    from tests.test_assemble import BOMB
+
+    (tmp_path / "bomb.py").write_text(BOMB)
+    write_recipe(tmp_path / "quick.toml", 'plugins = ["bomb.py"]\n' + QUICK.replace('name = "mlp"', 'name = "bomb"'))
+    text = STUDY.format(trials=3, pruner="none", limit=1000, epochs=1).replace(
+        '"data.batch_size" = {{ choices = [32, 64] }}'.replace("{{", "{").replace("}}", "}"),
+        '"model.after" = { choices = [3, 1000000] }')  # after 3 steps its outputs are NaN: the loss diverges
+    path = write_recipe(tmp_path / "study.toml", text)
+    result = CliRunner().invoke(app, ["tune", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0 and "Traceback" not in result.output, result.output
+    assert "failed, it does not count: training stopped: the training loss is not a finite number" in result.stdout
+    states = [t.state for t in load(tmp_path / "out").trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 3 and optuna.trial.TrialState.FAIL in states
+
+    path.write_text(text.replace("choices = [3, 1000000]", "choices = [3, 4]"))
+    one_line_error(CliRunner().invoke(app, ["tune", str(path), "--out", str(tmp_path / "none")]),
+                   "3 trials failed in a row", "not a finite number", "summary.csv lists them")
