@@ -9,7 +9,7 @@ ARGS ?=
 RUN ?= runs/latest
 KIND ?= all
 SEEDS ?= 0 1 2
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --dist worksteal --durations=20  # two workers (pytest-xdist), one torch thread each: tests/conftest.py
 # torch and torchvision are pinned here (pyproject has lower bounds only); empty it to let pip choose.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed

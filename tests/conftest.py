@@ -1,14 +1,20 @@
 """Shared fixtures: the real MNIST files (fetched once per session) and short real training runs."""
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from mnist_kit.data import DATA_ENV, load_dataset
 from mnist_kit.fetch import data_root as default_data_root
 from mnist_kit.fetch import fetch_mnist
 
 REPO = Path(__file__).resolve().parent.parent
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each, for the
+    os.environ["OMP_NUM_THREADS"] = "1"  # worker and for the processes it starts (a test that compares a run in
+    torch.set_num_threads(1)  # here with one in a subprocess compares the same arithmetic)
 
 
 @pytest.fixture(scope="session")

@@ -92,8 +92,8 @@ def test_without_ray_the_error_says_how_to_install_it(monkeypatch):
 
 
 def test_ctrl_c_cancels_the_outstanding_points_and_a_rerun_finishes(sweep_file, tmp_path):
-    sweep_file.write_text(SWEEP.replace("[0.0, 0.003]", "[0.001, 0.002, 0.003, 0.004, 0.005, 0.006]")
-                          .replace('"data.limit" = 1500', '"data.limit" = 6000'))
+    sweep_file.write_text(SWEEP.replace("[0.0, 0.003]", "[0.001, 0.002, 0.003, 0.004]")  # two run at once here
+                          .replace('"data.limit" = 1500', '"data.limit" = 3000'))
     command = [sys.executable, "-m", "mnist_kit", "sweep", str(sweep_file), "--out", str(tmp_path / "out"),
                "--backend", "ray"]
     env = {**os.environ, "RAY_ADDRESS": ""}  # a local Ray instance of its own
@@ -112,6 +112,7 @@ def test_ctrl_c_cancels_the_outstanding_points_and_a_rerun_finishes(sweep_file, 
             break
     assert process.returncode == 130, err
     assert "unfinished points cancelled; run the sweep again" in err and "Traceback" not in err
-    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    # The rerun reads what the cancelled run left: the local backend reads it as Ray would (one Ray start fewer)
+    rerun = subprocess.run(command[:-2], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert 1 <= rerun.stdout.count("(done before)") < 6 and "failed" not in rerun.stdout
+    assert 1 <= rerun.stdout.count("(done before)") < 4 and "failed" not in rerun.stdout

@@ -24,7 +24,7 @@ RECIPE = """
 description = "resume test"
 [data]
 batch_size = 64
-limit = 8000
+limit = 4000
 [model]
 name = "mlp"
 [optimizer]
@@ -60,7 +60,7 @@ def without_seconds(history):
 
 
 # A CNN with batched augmentation (global RNG), weight EMA (its own state) and bf16 autocast where available.
-CNN_RECIPE = (RECIPE.replace("limit = 8000", "limit = 3000")
+CNN_RECIPE = (RECIPE.replace("limit = 4000", "limit = 3000")
               .replace('name = "mlp"', 'name = "convnet"\nwidths = [8, 16]\nconvs_per_stage = 1\nstem_stride = 2')
               .replace('device = "cpu"', 'device = "cpu"\nloss = "cross_entropy"\nema = 0.9\nprecision = "auto"')
               + '\n[[augment]]\nname = "affine"\n')
@@ -108,7 +108,7 @@ def test_resume_ends_exactly_as_the_uninterrupted_run(tmp_path, data_root, signa
 
 
 def test_interrupt_in_the_first_epoch_leaves_nothing(tmp_path, data_root):
-    recipe_path = write_recipe(tmp_path / "slow.toml", RECIPE.replace("limit = 8000", "limit = 60000"))
+    recipe_path = write_recipe(tmp_path / "slow.toml", RECIPE.replace("limit = 4000", "limit = 60000"))
     env = {**os.environ, "MNIST_KIT_DATA": str(data_root)}
     process = cli("train", recipe_path, "--out", tmp_path / "runs", "--quiet", env=env)
     for line in process.stdout:  # the title line: training has started

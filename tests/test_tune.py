@@ -202,8 +202,9 @@ def test_a_failing_trial_does_not_count_and_a_space_where_nothing_trains_stops(t
     whose points all fail stops after `trials` failures in a row with one line."""
     from tests.test_assemble import BOMB
 
-    (tmp_path / "bomb.py").write_text(BOMB)
-    write_recipe(tmp_path / "quick.toml", 'plugins = ["bomb.py"]\n' + QUICK.replace('name = "mlp"', 'name = "bomb"'))
+    (tmp_path / "tune_bomb.py").write_text(BOMB.replace('"bomb"', '"tune_bomb"'))  # test_assemble has "bomb"
+    write_recipe(tmp_path / "quick.toml", 'plugins = ["tune_bomb.py"]\n' + QUICK.replace('name = "mlp"',
+                                                                                        'name = "tune_bomb"'))
     text = STUDY.format(trials=3, pruner="none", limit=1000, epochs=1).replace(
         '"data.batch_size" = {{ choices = [32, 64] }}'.replace("{{", "{").replace("}}", "}"),
         '"model.after" = { choices = [3, 1000000] }')  # after 3 steps its outputs are NaN: the loss diverges
