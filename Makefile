@@ -9,7 +9,8 @@ ARGS ?=
 RUN ?= runs/latest
 KIND ?= all
 SEEDS ?= 0 1 2
-PYTEST_ARGS ?= -n 2 --dist worksteal --durations=20  # two workers (pytest-xdist), one torch thread each: tests/conftest.py
+PYTEST_ARGS ?= --durations=20
+TEST_WORKERS ?= 2  # pytest-xdist workers, one torch thread each (tests/conftest.py); 0: one process
 # torch and torchvision are pinned here (pyproject has lower bounds only); empty it to let pip choose.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
@@ -117,7 +118,7 @@ lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check mnist_kit tests docs bench
 
 test: $(DEV_STAMP) lint
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 clean-runs:
 	rm -rf runs
