@@ -3,12 +3,14 @@ recipe's network against the CPU's measured throughput.
 
     python bench/floor.py [--recipe fast] [--results bench/results]
 
-Start-up: fresh interpreters that only start, import torch, import torch and torch._dynamo (torch.optim imports it
-on an optimizer's first use), and import what `mnist-kit train` imports; the median of 5 each. Throughput: the
+Start-up: fresh interpreters that only start, import torch, import torch and torch._dynamo (torch.optim's own
+classes import it on an optimizer's first use; mnist-kit's registered optimizers do not), and import what
+`mnist-kit train` imports; the median of 5 each. Throughput: the
 best of 10 square 2048x2048 matrix products in fp32 and under bf16 autocast, in GFLOP/s. Arithmetic: the FLOPs of
 one training step of the recipe (forward and backward, counted by torch.utils.flop_counter on a real batch) times
 the steps of its epochs, divided by that throughput: the seconds training would take if every FLOP ran at the
-matrix-product rate. Writes <results>/<machine>/floor-<recipe>.json.
+matrix-product rate. The floor is `import torch` plus that, in the recipe's precision; where the recipe's speedrun
+was measured on this machine (bench/speedrun.py), its whole-process median is set against it. Writes <results>/<machine>/floor-<recipe>.json.
 """
 
 import argparse
@@ -29,7 +31,7 @@ from mnist_kit.device import precision_context, resolve_precision
 from mnist_kit.recipe import load_recipe
 
 STARTUP = {"interpreter": "pass", "torch": "import torch", "torch_and_dynamo": "import torch, torch._dynamo",
-           "train_imports": "import mnist_kit.cli, mnist_kit.train, torch._dynamo"}
+           "train_imports": "import mnist_kit.cli, mnist_kit.train"}
 
 
 def startup_seconds(code: str, repeat: int = 5) -> float:
@@ -92,6 +94,12 @@ def main():
         if trained:
             figures |= {"measured_train_seconds": trained, "measured_gflops": total / trained / 1e9}
             print(f"its speedrun trained in {trained:.2f} s (median): {figures['measured_gflops']:.0f} GFLOP/s")
+        whole = json.loads(summary.read_text()).get("process_seconds", {}).get("median")
+        floor_seconds = startup["torch"] + floor[precision]
+        if whole:
+            figures |= {"floor_seconds": floor_seconds, "process_seconds": whole, "over_floor": whole / floor_seconds}
+            print(f"floor: import torch + training at the {precision} rate = {floor_seconds:.2f} s; its whole process "
+                  f"(median) {whole:.2f} s = {whole / floor_seconds:.2f}x the floor (goal: 1.2x)")
     path = machine_folder(args.results) / f"floor-{args.recipe}.json"
     write_results(path, ["python", *sys.argv], figures)
     print(f"wrote {path}")
