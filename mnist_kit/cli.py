@@ -352,6 +352,37 @@ def print_eval_report(report: dict) -> None:
         console.print(f"Wrote {report['written']}", highlight=False, soft_wrap=True)
 
 
+@app.command("calibrate", cls=Help)
+@user_errors
+def calibrate_command(
+    run: RunPath,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    plugin: PluginOption = None,
+):
+    """Fit a run's temperature on the images it held out (data.validation) and record it in its metadata.
+
+    Scores the test split before and after: negative log-likelihood, expected calibration error (15 bins) and
+    the Brier score. The temperature never changes a prediction's class, only its confidence.
+    """
+    from mnist_kit.runs import calibrate_run
+
+    use_plugins(plugin)
+    result = calibrate_run(run, data_dir)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    table = Table("test split", "NLL", "ECE", "Brier", "mean confidence", "accuracy",
+                  title=f"temperature {result['temperature']:.3f}, fitted on {result['images']:,} held-out images")
+    for name, key in (("before", "test_before"), ("after", "test_after")):
+        row = result[key]
+        table.add_row(name, f"{row['nll']:.4f}", f"{row['ece']:.2%}", f"{row['brier']:.4f}",
+                      f"{row['mean_confidence']:.2%}", f"{row['accuracy']:.2%}")
+    console.print(table)
+    console.print(f"Recorded in {quote(Path(result['run']) / 'metadata.json')} (calibration.temperature)",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("plot", cls=Help)
 @user_errors
 def plot_command(

@@ -11,13 +11,23 @@ from torch import nn
 
 from mnist_kit.assemble import build_model, check_registered, check_size, model_skeleton
 from mnist_kit.atomic import write_json_atomic
+from mnist_kit.calibration import fit_temperature, scores
 from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize, validation_split
 from mnist_kit.device import precision_context
 from mnist_kit.errors import Notice, UserError
 from mnist_kit.evaluate import confusion_matrix, full_report, mean_probability, predict_logits, predict_with_tta
 from mnist_kit.export import load_state_dict
 from mnist_kit.recipe import Recipe, recipe_from_dict
-from mnist_kit.record import METADATA, PTH, SAFETENSORS, metadata_path, parse_metadata, pointed_run, weights_intact
+from mnist_kit.record import (
+    METADATA,
+    PTH,
+    SAFETENSORS,
+    metadata_path,
+    parse_metadata,
+    pointed_run,
+    weights_intact,
+    write_metadata,
+)
 from mnist_kit.registry import closest
 
 SPLITS = ("test", "validation")
@@ -217,6 +227,31 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
         except OSError as error:
             report["not_written"] = f"cannot write {target}: {error.strerror or error}"
     return report
+
+
+def calibrate_run(path: Path | str, data_dir: Path | str | None = None) -> dict:
+    """Fit the run's temperature on the training images it held out (never the test split), record it in its
+    metadata.json (`calibration`), and score the test split before and after: NLL, ECE, Brier score. A run with
+    nothing held out cannot be calibrated honestly: a UserError says so."""
+    run = find_run(path)
+    if not (run.metadata.get("data") or {}).get("validation_images"):
+        raise UserError(f"{run.run_dir} was trained on every training image (its recipe has no data.validation): "
+                        f"nothing it did not train on is left to fit a temperature on but the test split, which "
+                        f"never chooses; train with --set data.validation=5000 to calibrate")
+    model, _ = build_run_model_from(run)
+    splits = run_dataset(run, data_dir)
+    validation = outputs_on_split(run, model, splits, split="validation")
+    temperature = fit_temperature(validation, split_of(run, splits, "validation")[1])
+    test, test_labels = outputs_on_split(run, model, splits), split_of(run, splits)[1]
+    calibration = {"temperature": temperature, "fitted_on": "validation",
+                   "images": len(validation), "validation": scores(validation, split_of(run, splits, "validation")[1],
+                                                                   temperature),
+                   "test_before": scores(test, test_labels), "test_after": scores(test, test_labels, temperature)}
+    try:
+        write_metadata(run.run_dir, {**run.metadata, "calibration": calibration})
+    except OSError as error:
+        raise UserError(f"cannot write {run.run_dir / METADATA}: {error.strerror or error}") from None
+    return {"run": str(run.run_dir), **calibration}
 
 
 def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = None, tta: bool = False) -> dict:

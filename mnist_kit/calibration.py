@@ -1,0 +1,57 @@
+"""Calibration: one temperature T fitted on images the model did not train on, and the measures that judge it.
+
+softmax(outputs / T) keeps every prediction's class (T > 0 scales all of an image's scores alike) and moves its
+confidence: T > 1 for an overconfident model, T < 1 for an underconfident one (label smoothing makes `fast` one).
+Outputs may be logits or log-probabilities (a model ending in LogSoftmax): dividing either by T is the same model.
+"""
+
+import torch
+import torch.nn.functional as F
+
+from mnist_kit.optim import without_dynamo_import
+
+LBFGS = without_dynamo_import(torch.optim.LBFGS)
+BINS = 15  # expected calibration error over 15 equal-width confidence bins, as Guo et al. (2017) and torchmetrics
+
+
+def fit_temperature(outputs: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> float:
+    """The T minimizing the mean negative log-likelihood of softmax(outputs / T), by LBFGS on log T (so T > 0)."""
+    outputs, log_t = outputs.float().clone(), torch.zeros(1, requires_grad=True)  # a normal tensor, not inference
+    solver = LBFGS([log_t], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        solver.zero_grad()
+        loss = F.cross_entropy(outputs / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    solver.step(closure)
+    return float(log_t.detach().exp())
+
+
+def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> float:
+    """Sum over confidence bins of |accuracy - mean confidence| weighted by the bin's share of the images (L1).
+    Bins as torchmetrics makes them: b/bins <= c < (b+1)/bins, and c = 1.0 (common in float32) a bin of its own."""
+    confidence, predicted = probabilities.float().max(dim=1)
+    correct = predicted.eq(labels).float()
+    index = torch.bucketize(confidence, torch.linspace(0, 1, bins + 1), right=True) - 1
+    gap = torch.zeros(bins + 1).index_add_(0, index, confidence - correct)
+    return float(gap.abs().sum() / max(1, len(labels)))
+
+
+def brier_score(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
+    """Mean over images of the squared distance between the probabilities and the one-hot label (0 is perfect, 2 the
+    worst)."""
+    one_hot = F.one_hot(labels, probabilities.shape[1]).float()
+    return float((probabilities.float() - one_hot).pow(2).sum(dim=1).mean())
+
+
+def scores(outputs: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict:
+    """NLL, ECE, Brier score and accuracy of softmax(outputs / temperature) on labelled images."""
+    scaled = outputs.detach().float() / temperature
+    probabilities = scaled.softmax(dim=1)
+    return {"nll": float(F.cross_entropy(scaled, labels)),
+            "ece": expected_calibration_error(probabilities, labels),
+            "brier": brier_score(probabilities, labels),
+            "accuracy": float(probabilities.argmax(dim=1).eq(labels).float().mean()),
+            "mean_confidence": float(probabilities.max(dim=1).values.mean())}
