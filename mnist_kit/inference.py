@@ -18,6 +18,7 @@ from mnist_kit.evaluate import EVAL_BATCH
 from mnist_kit.invocation import install_hint
 
 SIDE = 28  # a model's input is a SIDE x SIDE grey image, as MNIST's (mnist_kit.predict makes them)
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # a fitted one is near 1 (fast: 0.46); outside, a file is wrong
 MIN_STD = 1e-3  # of pixels in [0, 1]: MNIST's is 0.3081; a std near 0 turns every input into inf and nan
 
 
@@ -36,6 +37,7 @@ class Predictor:
     source: Path  # the run folder or the .onnx file
     run: object = None  # the mnist_kit.runs.Run it was opened from (None for an .onnx file)
     weights: Path | None = None  # the weights file its tensors came from (a run's; None for an .onnx file)
+    temperature: float = 1.0  # probabilities are softmax(scores / temperature): `mnist-kit calibrate` fits it
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
@@ -52,7 +54,7 @@ class Predictor:
         if not len(inputs):
             return torch.zeros(0, len(self.classes))
         with self.lock, torch.inference_mode():
-            return self.scores(inputs).float().softmax(dim=1)
+            return (self.scores(inputs).float() / self.temperature).softmax(dim=1)
 
     def scores_in_batches(self, inputs: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
         """The scores of many inputs (a whole split), `batch` at a time."""
@@ -82,8 +84,22 @@ def open_run(path: Path | str, name: str | None = None) -> Predictor:
     run = find_run(path)
     data = run.metadata["data"]
     model, weights = build_run_model_from(run)
+    temperature = recorded_temperature(run.metadata, run.run_dir)
     return Predictor(model, data["mean"], data["std"], tuple(run.metadata["input_shape"]), run.classes,
-                     name or run.recipe.name, run.run_dir, run, weights)
+                     name or run.recipe.name, run.run_dir, run, weights, temperature)
+
+
+def recorded_temperature(metadata: dict, run_dir: Path) -> float:
+    """The temperature `mnist-kit calibrate` recorded in a run's metadata (1.0: none), checked: a run folder may come
+    from anywhere."""
+    calibration = metadata.get("calibration") or {}
+    temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+            not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise UserError(f"{run_dir}: calibration.temperature is {str(temperature)[:40]!r} in its metadata; a "
+                        f"calibrated run records a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]: "
+                        f"calibrate it again")
+    return float(temperature)
 
 
 def open_onnx(path: Path, name: str | None = None) -> Predictor:

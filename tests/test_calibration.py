@@ -69,3 +69,32 @@ def test_the_cli_prints_before_and_after_and_refuses_a_run_with_nothing_held_out
     assert json.loads(result.stdout)["temperature"] > 0
     one_line_error(CliRunner().invoke(app, ["calibrate", str(trained_run.run_dir)]),
                    "was trained on every training image", "--set data.validation=5000")
+
+
+def test_predict_and_the_server_use_the_recorded_temperature_and_refuse_a_wrong_one(held_out_run, splits, tmp_path):
+    import shutil
+
+    from mnist_kit.inference import open_predictor
+    from mnist_kit.protocol import infer
+
+    temperature = calibrate_run(held_out_run)["temperature"]
+    predictor = open_predictor(held_out_run)
+    images = splits.test_images[:64].float() / 255
+    inputs = predictor.normalized(images[:, None])
+    with torch.inference_mode():
+        raw = predictor.scores(inputs).float()
+    probabilities = predictor.probabilities(inputs)
+    assert predictor.temperature == temperature
+    assert torch.allclose(probabilities, (raw / temperature).softmax(dim=1))
+    assert torch.equal(probabilities.argmax(dim=1), raw.argmax(dim=1))  # the same digits, other confidences
+    answer = infer(predictor, {"inputs": [{"name": "image", "datatype": "FP32", "shape": [64, 1, 28, 28],
+                                           "data": images.flatten().tolist()}], "outputs": [{"name": "probabilities"}]})
+    assert torch.allclose(torch.tensor(answer["outputs"][0]["data"]).view(64, -1), probabilities, atol=1e-6)
+    for wrong in (-1.0, 0.0, 1e9, "2", True):  # a run folder from anywhere: read as data, checked
+        copy = tmp_path / f"run-{wrong}"
+        shutil.copytree(held_out_run, copy)
+        meta = json.loads((copy / "metadata.json").read_text())
+        meta["calibration"]["temperature"] = wrong
+        (copy / "metadata.json").write_text(json.dumps(meta))
+        one_line_error(CliRunner().invoke(app, ["predict", str(copy), str(tmp_path / "none.png")]),
+                       "calibration.temperature is", "calibrate it again")
