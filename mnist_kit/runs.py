@@ -240,12 +240,12 @@ def calibrate_run(path: Path | str, data_dir: Path | str | None = None) -> dict:
                         f"never chooses; train with --set data.validation=5000 to calibrate")
     model, _ = build_run_model_from(run)
     splits = run_dataset(run, data_dir)
-    validation = outputs_on_split(run, model, splits, split="validation")
-    temperature = fit_temperature(validation, split_of(run, splits, "validation")[1])
+    validation, validation_labels = outputs_on_split(run, model, splits, split="validation"), \
+        split_of(run, splits, "validation")[1]
+    temperature = fit_temperature(validation, validation_labels)
     test, test_labels = outputs_on_split(run, model, splits), split_of(run, splits)[1]
-    calibration = {"temperature": temperature, "fitted_on": "validation",
-                   "images": len(validation), "validation": scores(validation, split_of(run, splits, "validation")[1],
-                                                                   temperature),
+    calibration = {"temperature": temperature, "fitted_on": "validation", "images": len(validation),
+                   "validation": scores(validation, validation_labels, temperature),
                    "test_before": scores(test, test_labels), "test_after": scores(test, test_labels, temperature)}
     try:
         write_metadata(run.run_dir, {**run.metadata, "calibration": calibration})
