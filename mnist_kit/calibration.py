@@ -39,6 +39,19 @@ def expected_calibration_error(probabilities: torch.Tensor, labels: torch.Tensor
     return float(gap.abs().sum() / max(1, len(labels)))
 
 
+def reliability_bins(probabilities: torch.Tensor, labels: torch.Tensor, bins: int = BINS) -> dict[str, list]:
+    """Per equal-width confidence bin (as the ECE's): its images, their mean confidence and their accuracy (None
+    for an empty bin); what a reliability diagram draws."""
+    confidence, predicted = probabilities.float().max(dim=1)
+    index = (torch.bucketize(confidence, torch.linspace(0, 1, bins + 1), right=True) - 1).clamp(max=bins - 1)
+    count = torch.bincount(index, minlength=bins)
+    confidence_sum = torch.zeros(bins).index_add_(0, index, confidence)
+    correct_sum = torch.zeros(bins).index_add_(0, index, predicted.eq(labels).float())
+    return {"edges": torch.linspace(0, 1, bins + 1).tolist(), "count": count.tolist(),
+            "confidence": [float(c / n) if n else None for c, n in zip(confidence_sum, count)],
+            "accuracy": [float(a / n) if n else None for a, n in zip(correct_sum, count)]}
+
+
 def brier_score(probabilities: torch.Tensor, labels: torch.Tensor) -> float:
     """Mean over images of the squared distance between the probabilities and the one-hot label (0 is perfect, 2 the
     worst)."""

@@ -336,6 +336,7 @@ def print_eval_report(report: dict) -> None:
                       f"{split} split{how}: {summary}"
                       + (f"; training recorded {recorded:.2%}" if recorded is not None else ""), highlight=False,
                       soft_wrap=True)
+    print_calibration(report)
     per_class = Table("class", "accuracy (recall)", "precision", "support", title="per class", title_justify="left")
     for name, row in report["per_class"].items():
         per_class.add_row(name, f"{row['recall']:.2%}", f"{row['precision']:.2%}", str(row["support"]))
@@ -350,6 +351,27 @@ def print_eval_report(report: dict) -> None:
     console.print(per_class, confusion, confused)
     if "written" in report:
         console.print(f"Wrote {report['written']}", highlight=False, soft_wrap=True)
+
+
+def scores_text(row: dict) -> str:
+    """NLL, ECE and Brier score in one line."""
+    return f"NLL {row['nll']:.4f}, ECE {row['ece']:.2%}, Brier {row['brier']:.4f}"
+
+
+def print_calibration(report: dict) -> None:
+    """How far the eval report's probabilities are to be trusted: before and after the run's temperature."""
+    calibration = report["calibration"]
+    if "members" in report:
+        console.print(f"probabilities ({calibration['members_calibrated']} of {len(report['members'])} members "
+                      f"calibrated): {scores_text(calibration['scores'])}", highlight=False, soft_wrap=True)
+    elif calibration["after"] is None:
+        console.print(f"probabilities: {scores_text(calibration['before'])}; not calibrated (raw softmax): "
+                      f"`mnist-kit calibrate` needs a run that held out data.validation images",
+                      highlight=False, soft_wrap=True)
+    else:
+        console.print(f"probabilities before calibration: {scores_text(calibration['before'])}; after (temperature "
+                      f"{calibration['temperature']:.3f}): {scores_text(calibration['after'])}",
+                      highlight=False, soft_wrap=True)
 
 
 @app.command("calibrate", cls=Help)
@@ -387,7 +409,7 @@ def calibrate_command(
 @user_errors
 def plot_command(
     kind: Annotated[str, typer.Argument(
-        metavar="KIND", help="curves, samples, classes, predictions, confusion or all.")],
+        metavar="KIND", help="curves, samples, classes, predictions, confusion, calibration or all.")],
     run: RunPath,
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/plots].")] = None,
@@ -398,7 +420,11 @@ def plot_command(
     data_dir: DataDir = None,
     plugin: PluginOption = None,
 ):
-    """Plot a run as PNG files: training curves, samples, class counts, predictions, confusion matrix."""
+    """Plot a run as PNG files: training curves, samples, class counts, predictions, confusion matrix, reliability.
+
+    calibration: a reliability diagram on the test split, before and after the run's temperature (mnist-kit
+    calibrate); an uncalibrated run's raw probabilities alone.
+    """
     from mnist_kit.runs import plot_run
 
     use_plugins(plugin)
@@ -422,10 +448,12 @@ def predict_command(
     plugin: PluginOption = None,
 ):
     """Classify your own digit images (photos of paper, drawings): preprocessed the way MNIST was made."""
+    from mnist_kit.inference import not_calibrated_note, open_predictor
     from mnist_kit.predict import predict_files
 
     use_plugins(plugin)
-    results = predict_files(run, images, top_k=top_k, show_input=show_input)
+    predictor = open_predictor(run)
+    results = predict_files(predictor, images, top_k=top_k, show_input=show_input)
     if as_json:
         print(json.dumps(results, indent=2))
     else:
@@ -438,6 +466,8 @@ def predict_command(
                 top = "  ".join(f"{t['digit']} {t['probability']:.1%}" for t in entry["top_k"])
                 table.add_row(entry["digit"], f"{entry['probability']:.1%}", top, entry["file"])
         console.print(table)
+        if note := not_calibrated_note(predictor):
+            console.print(note, style="dim", highlight=False, soft_wrap=True)
     failed = [entry for entry in results if "error" in entry]
     console.file.flush()
     for entry in failed:
@@ -625,6 +655,8 @@ def serve_command(run: RunPath,
     bound = sock.getsockname()[1]
     console.print(f"Serving {run} on http://{host}:{bound}/ (the draw page; v2 at /v2/models/{server.model_name}, "
                   f"API docs at /docs; Ctrl-C stops)", highlight=False, soft_wrap=True)
+    if server.note:
+        console.print(server.note, style="dim", highlight=False, soft_wrap=True)
     try:
         server.run(sockets=[sock])
     finally:

@@ -31,9 +31,10 @@ def shifted(images: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor
     return padded[..., 1 - dy:1 - dy + height, 1 - dx:1 - dx + width]
 
 
-def predict_with_tta(model: nn.Module, images: torch.Tensor, fill: float) -> torch.Tensor:
-    """Log of the mean class probability over each image and its 8 one-pixel shifts (`fill` moved in)."""
-    probabilities = sum(predict_logits(model, shifted(images, dy, dx, fill)).float().softmax(dim=1)
+def predict_with_tta(model: nn.Module, images: torch.Tensor, fill: float, temperature: float = 1.0) -> torch.Tensor:
+    """Log of the mean class probability, softmax(outputs / temperature), over each image and its 8 one-pixel shifts
+    (`fill` moved in): a calibrated run's views are averaged as calibrated probabilities."""
+    probabilities = sum((predict_logits(model, shifted(images, dy, dx, fill)).float() / temperature).softmax(dim=1)
                         for dy, dx in TTA_SHIFTS)
     return (probabilities / len(TTA_SHIFTS)).log()
 

@@ -38,6 +38,7 @@ class Predictor:
     run: object = None  # the mnist_kit.runs.Run it was opened from (None for an .onnx file)
     weights: Path | None = None  # the weights file its tensors came from (a run's; None for an .onnx file)
     temperature: float = 1.0  # probabilities are softmax(scores / temperature): `mnist-kit calibrate` fits it
+    calibrated: bool = False  # a temperature was fitted on held-out images; if not, probabilities are the raw softmax
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
@@ -86,7 +87,17 @@ def open_run(path: Path | str, name: str | None = None) -> Predictor:
     model, weights = build_run_model_from(run)
     temperature = recorded_temperature(run.metadata, run.run_dir)
     return Predictor(model, data["mean"], data["std"], tuple(run.metadata["input_shape"]), run.classes,
-                     name or run.recipe.name, run.run_dir, run, weights, temperature)
+                     name or run.recipe.name, run.run_dir, run, weights, temperature,
+                     calibrated=bool(run.metadata.get("calibration")))
+
+
+def not_calibrated_note(predictor: Predictor) -> str:
+    """Said once where a model's probabilities are shown: why they are raw (empty for a calibrated model)."""
+    if predictor.calibrated:
+        return ""
+    why = ("its run has no temperature: `mnist-kit calibrate RUN` fits one on the images a run held out "
+           "(data.validation); a run trained on every training image cannot be calibrated honestly")
+    return f"{predictor.source}: probabilities are the model's raw softmax, not calibrated ({why})"
 
 
 def recorded_temperature(metadata: dict, run_dir: Path) -> float:
@@ -139,5 +150,20 @@ def open_onnx(path: Path, name: str | None = None) -> Predictor:
     def scores(inputs: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(session.run(None, {input_name: inputs.numpy()})[0])
 
+    temperature = onnx_temperature(properties, path)
     return Predictor(scores, mean, std, tuple(shape), classes, name or properties.get("mnist_kit.recipe", path.stem),
-                     path)
+                     path, temperature=temperature or 1.0, calibrated=temperature is not None)
+
+
+def onnx_temperature(properties: dict[str, str], path: Path) -> float | None:
+    """The temperature an exported model's metadata records (mnist_kit.temperature), checked; None: none."""
+    if "mnist_kit.temperature" not in properties:
+        return None
+    try:
+        temperature = float(properties["mnist_kit.temperature"])
+    except ValueError:
+        temperature = math.nan
+    if not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise UserError(f"{path}: mnist_kit.temperature is {properties['mnist_kit.temperature'][:40]!r} in its "
+                        f"metadata; a calibrated model records a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]")
+    return temperature

@@ -93,6 +93,33 @@ def confusion_figure(confusion: list[list[int]], classes: list[str]) -> Figure:
     return fig
 
 
+def calibration_figure(panels: list[tuple[str, dict, dict]]) -> Figure:
+    """Reliability diagrams side by side, one per (title, bins from calibration.reliability_bins, scores): each
+    bin's accuracy against its mean confidence (on the diagonal: calibrated), the bin's image count above its
+    bar."""
+    fig = Figure(figsize=(5.2 * len(panels), 4.8), layout="constrained")
+    for ax, (title, bins, score) in zip(np.atleast_1d(fig.subplots(1, len(panels))), panels):
+        edges = np.asarray(bins["edges"])
+        width, left = np.diff(edges), edges[:-1]
+        filled = [i for i, n in enumerate(bins["count"]) if n]
+        accuracy = np.array([bins["accuracy"][i] for i in filled])
+        confidence = np.array([bins["confidence"][i] for i in filled])
+        ax.plot([0, 1], [0, 1], "--", color="gray", lw=1, label="calibrated")
+        ax.bar(left[filled], accuracy, width=width[filled], align="edge", color="#4c72b0", edgecolor="white",
+               label="accuracy")
+        ax.bar(left[filled], confidence - accuracy, bottom=accuracy, width=width[filled], align="edge", fill=False,
+               edgecolor=WRONG, hatch="///", lw=0.8, label="gap to mean confidence")
+        for i in filled:
+            ax.text(left[i] + width[i] / 2, 1.03, f"{bins['count'][i]:,}", ha="center", va="bottom", fontsize=7,
+                    rotation=90)
+        ax.set(xlim=(0, 1), ylim=(0, 1.16), xlabel="confidence (top probability)", ylabel="accuracy",
+               title=f"{title}\nECE {score['ece']:.2%}, NLL {score['nll']:.4f}, Brier {score['brier']:.4f}")
+        ax.legend(loc="upper left", bbox_to_anchor=(0, 0.87), fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle("reliability on the test split (images per bin above each bar)")
+    return fig
+
+
 def sweep_figure(rows: list[dict], keys: list[str], ranked_on: str = "validation_accuracy") -> Figure:
     """The accuracy the sweep chooses by (validation, else test) of each point as bars, the best one highlighted,
     failures marked."""
@@ -120,4 +147,4 @@ def save_png(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
     return write_bytes_atomic(path, buffer.getvalue())
 
 
-PLOT_KINDS = ("curves", "samples", "classes", "predictions", "confusion")
+PLOT_KINDS = ("curves", "samples", "classes", "predictions", "confusion", "calibration")

@@ -12,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
-from mnist_kit.inference import SIDE, open_predictor
+from mnist_kit.inference import SIDE, Predictor, open_predictor
 
 FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")  # what users send; no decoder that runs a program (EPS)
 MAX_PIXELS = 16_000_000  # decoded at full size (PNG, GIF, BMP, WebP, TIFF): at most 64 MB as RGBA bytes
@@ -249,11 +249,11 @@ def save_input(canvas: np.ndarray, folder: Path, stem: str, results: list[dict])
     results[-1]["input"] = str(path)
 
 
-def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
+def predict_files(model: Path | str | Predictor, images: list[Path | str], top_k: int = 3,
                   show_input: Path | str | None = None) -> list[dict]:
-    """Classify image files with a model (a run folder, its weights, a Hub folder, or an exported .onnx file alone);
-    a file that fails gets an 'error' entry, the rest go on."""
-    predictor = open_predictor(path)
+    """Classify image files with a model (a run folder, its weights, a Hub folder, an exported .onnx file alone, or
+    an open Predictor); a file that fails gets an 'error' entry, the rest go on."""
+    predictor = model if isinstance(model, Predictor) else open_predictor(model)
     results, inputs, ok = [], [], []
     for image in images:
         try:
@@ -268,5 +268,5 @@ def predict_files(path: Path | str, images: list[Path | str], top_k: int = 3,
         ok.append(results[-1])
     if inputs:
         for entry, prediction in zip(ok, predictor.top_k(torch.cat(inputs), top_k)):
-            entry.update(prediction)
+            entry.update(prediction, calibrated=predictor.calibrated)
     return results

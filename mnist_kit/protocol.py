@@ -32,7 +32,7 @@ def predict_canvas(predictor: Predictor, body: bytes, top_k: int = 3) -> dict:
     """What the draw page shows for an image file: the top k and the 28x28 input the model saw."""
     seen = mnist_like(decode_gray(body, "image", SERVE_MAX_PIXELS), "image")  # a phone's JPEG: decoded at 1/8
     (answer,) = predictor.top_k(predictor.normalized_canvas(seen), top_k)
-    return {"top": answer["top_k"], "input": png_data_url(seen)}
+    return {"top": answer["top_k"], "input": png_data_url(seen), "calibrated": predictor.calibrated}
 
 
 def model_metadata(predictor: Predictor) -> dict:

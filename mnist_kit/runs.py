@@ -11,7 +11,7 @@ from torch import nn
 
 from mnist_kit.assemble import build_model, check_registered, check_size, model_skeleton
 from mnist_kit.atomic import write_json_atomic
-from mnist_kit.calibration import fit_temperature, scores
+from mnist_kit.calibration import fit_temperature, reliability_bins, scores
 from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize, validation_split
 from mnist_kit.device import precision_context
 from mnist_kit.errors import Notice, UserError
@@ -198,14 +198,29 @@ def split_of(run: Run, splits: Splits, split: str = "test") -> tuple[torch.Tenso
 
 
 def outputs_on_split(run: Run, model: nn.Module, splits: Splits, tta: bool = False,
-                     split: str = "test") -> torch.Tensor:
+                     split: str = "test", temperature: float = 1.0) -> torch.Tensor:
     """The model's outputs on a whole split, normalized and in the precision of its training; with `tta`, the log
-    of the mean probability over each image and its 8 one-pixel shifts."""
+    of the mean probability, softmax(outputs / temperature), over each image and its 8 one-pixel shifts."""
     images = normalize(split_of(run, splits, split)[0], splits.mean, splits.std)
     with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
         if tta:
-            return predict_with_tta(model, images, fill=splits.fill)
+            return predict_with_tta(model, images, fill=splits.fill, temperature=temperature)
         return predict_logits(model, images)
+
+
+def run_temperature(run: Run) -> float | None:
+    """The temperature `mnist-kit calibrate` recorded for the run (checked), or None: not calibrated."""
+    from mnist_kit.inference import recorded_temperature
+
+    return recorded_temperature(run.metadata, run.run_dir) if run.metadata.get("calibration") else None
+
+
+def calibration_report(before: torch.Tensor, after: torch.Tensor, labels: torch.Tensor,
+                       temperature: float | None) -> dict:
+    """NLL, ECE and Brier score of raw outputs (`before`) and of calibrated ones (`after`: already divided or
+    averaged; None when the run is not calibrated)."""
+    return {"temperature": temperature, "before": scores(before, labels),
+            "after": scores(after, labels) if temperature is not None else None}
 
 
 def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bool = True,
@@ -215,11 +230,17 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
     run = find_run(path)
     model, weights = build_run_model_from(run)
     splits = run_dataset(run, data_dir)
+    temperature, labels = run_temperature(run), split_of(run, splits, split)[1]
     outputs = outputs_on_split(run, model, splits, tta, split)
+    calibrated = None if temperature is None else \
+        outputs_on_split(run, model, splits, tta, split, temperature) if tta else outputs / temperature
     recorded = run.metadata.get("validation_accuracy" if split == "validation" else "test_accuracy")
+    # a single model's classes are the same before and after (T scales all of an image's scores alike); averaged
+    # views (TTA) are averaged calibrated probabilities, so their classes come from `calibrated`
     report = {"run": str(run.run_dir), "weights": str(weights), "dataset": splits.name, "split": split, "tta": tta,
               "classes": splits.classes, "recorded_accuracy": recorded,
-              **full_report(outputs, split_of(run, splits, split)[1], splits.classes)}
+              **full_report(calibrated if tta and calibrated is not None else outputs, labels, splits.classes),
+              "calibration": calibration_report(outputs, calibrated, labels, temperature)}
     if write:  # a folder that cannot take the file (read-only, full) keeps the report: it says why instead
         target = run.run_dir / eval_file(split, tta)
         try:
@@ -255,7 +276,8 @@ def calibrate_run(path: Path | str, data_dir: Path | str | None = None) -> dict:
 
 
 def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = None, tta: bool = False) -> dict:
-    """Evaluate the mean probability of several runs (trained on the same data set) on its test split."""
+    """Evaluate the mean probability of several runs (trained on the same data set) on its test split: each
+    member's calibrated probabilities where it was calibrated (softmax(outputs / T)), its raw ones where not."""
     runs = [find_run(path) for path in paths]
     datasets = sorted({run.metadata["data"]["dataset"] for run in runs})
     if len(datasets) > 1:
@@ -264,11 +286,17 @@ def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = Non
     members, outputs = [], []
     for run in runs:
         model, weights = build_run_model_from(run)
-        outputs.append(outputs_on_split(run, model, splits, tta).float().log_softmax(dim=1))
+        temperature = run_temperature(run)
+        raw = outputs_on_split(run, model, splits, tta, temperature=temperature or 1.0).float()
+        outputs.append((raw if tta else raw / (temperature or 1.0)).log_softmax(dim=1))
         accuracy = (outputs[-1].argmax(dim=1) == splits.test_labels).double().mean().item()
-        members.append({"run": str(run.run_dir), "weights": str(weights), "accuracy": accuracy})
+        members.append({"run": str(run.run_dir), "weights": str(weights), "accuracy": accuracy,
+                        "temperature": temperature})
+    ensemble = mean_probability(outputs)
     return {"runs": [m["run"] for m in members], "members": members, "dataset": splits.name, "tta": tta,
-            "classes": splits.classes, **full_report(mean_probability(outputs), splits.test_labels, splits.classes)}
+            "classes": splits.classes, **full_report(ensemble, splits.test_labels, splits.classes),
+            "calibration": {"members_calibrated": sum(m["temperature"] is not None for m in members),
+                            "scores": scores(ensemble, splits.test_labels)}}
 
 
 def export_run(path: Path | str, fmt: str = "onnx", int8: bool = False, data_dir: Path | str | None = None,
@@ -307,6 +335,7 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
     """Write one kind of plot (or `all`) for a run as PNG files into out_dir (default RUN/plots)."""
     from mnist_kit.plots import (  # matplotlib only where a plot is made: eval, predict and serve start faster
         PLOT_KINDS,
+        calibration_figure,
         classes_figure,
         confusion_figure,
         curves_figure,
@@ -323,7 +352,7 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
     figures = {}
     if "curves" in kinds:
         figures["curves"] = curves_figure(run.metadata["history"])
-    if set(kinds) & {"samples", "classes", "predictions", "confusion"}:
+    if set(kinds) & {"samples", "classes", "predictions", "confusion", "calibration"}:
         splits = run_dataset(run, data_dir)
         classes = splits.classes
     if "samples" in kinds:
@@ -333,9 +362,9 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
     if "classes" in kinds:
         figures["classes"] = classes_figure(class_counts(splits.train_labels, len(classes)),
                                             class_counts(splits.test_labels, len(classes)), classes)
-    if set(kinds) & {"predictions", "confusion"}:
-        outputs = outputs_on_split(run, build_run_model(run), splits)
-        confidence, predicted = outputs.float().softmax(dim=1).max(dim=1)
+    if set(kinds) & {"predictions", "confusion", "calibration"}:
+        outputs, temperature = outputs_on_split(run, build_run_model(run), splits).float(), run_temperature(run)
+        confidence, predicted = (outputs / (temperature or 1.0)).softmax(dim=1).max(dim=1)
         labels = splits.test_labels
     if "predictions" in kinds:
         if mistakes:
@@ -350,6 +379,12 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
             confidence[pick].numpy(), classes, title)
     if "confusion" in kinds:
         figures["confusion"] = confusion_figure(confusion_matrix(predicted, labels, len(classes)).tolist(), classes)
+    if "calibration" in kinds:
+        panels = [("before calibration (raw softmax)" if temperature else "not calibrated (raw softmax)", 1.0)]
+        panels += [(f"after: temperature {temperature:.3f}", temperature)] if temperature else []
+        figures["calibration"] = calibration_figure(
+            [(title, reliability_bins((outputs / t).softmax(dim=1), labels), scores(outputs, labels, t))
+             for title, t in panels])
     suffix = "-mistakes" if mistakes else ""
     try:
         return [save_png(fig, out / f"{name}{suffix if name == 'predictions' else ''}.png")

@@ -29,7 +29,7 @@ import torch
 
 from mnist_kit.errors import UserError
 from mnist_kit.http_guard import BODY_SECONDS, Guard, allowed_hosts
-from mnist_kit.inference import Predictor, open_predictor
+from mnist_kit.inference import Predictor, not_calibrated_note, open_predictor
 from mnist_kit.invocation import install_hint
 from mnist_kit.protocol import infer_body, model_metadata, predict_canvas
 
@@ -173,12 +173,14 @@ def make_server(run_path: Path | str, host: str = "127.0.0.1", port: int = 8000,
 
     set_deadlines(header_seconds, send_seconds)
 
-    app = make_app(open_predictor(run_path, name), allowed_hosts(host, list(allow_hosts)), body_seconds)
+    predictor = open_predictor(run_path, name)
+    app = make_app(predictor, allowed_hosts(host, list(allow_hosts)), body_seconds)
     sock = listening_socket(host, port)
     config = uvicorn.Config(app, limit_concurrency=limit_concurrency, backlog=backlog, timeout_keep_alive=5,
                             http=HTTP_PROTOCOL, log_level="warning", access_log=False)
     server = uvicorn.Server(config)
     server.model_name = app.app.state.model_name
+    server.note = not_calibrated_note(predictor)  # said once when it starts; the draw page says it under the bars
     return server, sock
 
 

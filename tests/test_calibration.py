@@ -1,5 +1,6 @@
 """Calibration (issue 27, part 1): one temperature fitted on the images a run held out, judged on the test split."""
 
+import importlib.util
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from mnist_kit.cli import app
 from mnist_kit.recipe import load_recipe
 from mnist_kit.runs import calibrate_run, find_run, outputs_on_split, run_dataset
 from mnist_kit.train import train
-from tests.conftest import QUICK, one_line_error, write_recipe
+from tests.conftest import QUICK, REPO, one_line_error, write_recipe
 
 
 def test_the_hand_written_ece_agrees_with_torchmetrics():
@@ -98,3 +99,66 @@ def test_predict_and_the_server_use_the_recorded_temperature_and_refuse_a_wrong_
         (copy / "metadata.json").write_text(json.dumps(meta))
         one_line_error(CliRunner().invoke(app, ["predict", str(copy), str(tmp_path / "none.png")]),
                        "calibration.temperature is", "calibrate it again")
+
+
+def test_eval_reports_the_scores_before_and_after_and_an_ensemble_averages_calibrated_probabilities(
+        held_out_run, trained_run):
+    from mnist_kit.runs import evaluate_ensemble, evaluate_run
+
+    fitted = calibrate_run(held_out_run)
+    report = evaluate_run(held_out_run, write=False)["calibration"]
+    assert report["temperature"] == fitted["temperature"]
+    assert report["before"] == pytest.approx(fitted["test_before"]) and report["after"] == pytest.approx(
+        fitted["test_after"])
+    assert evaluate_run(trained_run.run_dir, write=False)["calibration"]["after"] is None  # nothing held out
+    pair = evaluate_ensemble([held_out_run, held_out_run])  # one model twice: its own calibrated probabilities
+    assert pair["calibration"]["members_calibrated"] == 2
+    assert pair["calibration"]["scores"]["nll"] == pytest.approx(fitted["test_after"]["nll"], rel=1e-4)
+    shown = CliRunner().invoke(app, ["eval", str(held_out_run)])
+    assert shown.exit_code == 0 and f"after (temperature {fitted['temperature']:.3f})" in shown.stdout
+
+
+def test_the_reliability_bins_add_up_to_the_ece_and_the_diagram_is_drawn(held_out_run, trained_run, tmp_path):
+    from PIL import Image
+
+    from mnist_kit.calibration import reliability_bins
+
+    generator = torch.Generator().manual_seed(2)
+    probabilities = (3 * torch.randn(4000, 10, generator=generator)).softmax(dim=1)
+    labels = torch.randint(0, 10, (4000,), generator=generator)
+    bins = reliability_bins(probabilities, labels)
+    assert sum(bins["count"]) == 4000
+    gaps = sum(n * abs(a - c) for n, a, c in zip(bins["count"], bins["accuracy"], bins["confidence"]) if n)
+    assert gaps / 4000 == pytest.approx(expected_calibration_error(probabilities, labels), abs=1e-5)
+    calibrate_run(held_out_run)
+    for run, out in ((held_out_run, tmp_path / "calibrated"), (trained_run.run_dir, tmp_path / "raw")):
+        result = CliRunner().invoke(app, ["plot", "calibration", str(run), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        with Image.open(out / "calibration.png") as image:  # two panels, or one for a run without a temperature
+            assert image.width == (1040 if run == held_out_run else 520)
+
+
+def test_the_onnx_file_and_the_hub_folder_carry_the_temperature(held_out_run, trained_run, tmp_path):
+    from mnist_kit.inference import open_predictor
+    from mnist_kit.runs import export_run
+
+    temperature = calibrate_run(held_out_run)["temperature"]
+    if importlib.util.find_spec("onnxruntime"):
+        calibrated, raw = open_predictor(export_run(held_out_run)), open_predictor(export_run(trained_run.run_dir))
+        assert (calibrated.temperature, calibrated.calibrated) == (pytest.approx(temperature), True)
+        assert (raw.temperature, raw.calibrated) == (1.0, False)
+    if importlib.util.find_spec("huggingface_hub"):
+        from mnist_kit.hub import save_hub_folder
+
+        hub = open_predictor(save_hub_folder(held_out_run, tmp_path / "hub"))
+        assert (hub.temperature, hub.calibrated) == (temperature, True)
+
+
+def test_predict_says_once_that_an_uncalibrated_run_shows_raw_probabilities(held_out_run, trained_run):
+    calibrate_run(held_out_run)
+    example = str(REPO / "docs" / "examples" / "photo-7.jpg")
+    raw = CliRunner().invoke(app, ["predict", str(trained_run.run_dir), example, example])
+    assert raw.exit_code == 0 and raw.stdout.count("not calibrated") == 1
+    assert "not calibrated" not in CliRunner().invoke(app, ["predict", str(held_out_run), example]).stdout
+    entries = json.loads(CliRunner().invoke(app, ["predict", str(trained_run.run_dir), example, "--json"]).stdout)
+    assert entries[0]["calibrated"] is False

@@ -1,0 +1,159 @@
+"""Images that are not digits, made here and deterministically (a seed per set), to measure and choose how a model
+says "not a digit": shapes, letters and scribbles drawn with PIL on paper as a user draws, photographed variants of
+them (paper, lighting, blur, noise, JPEG), and Fashion-MNIST's clothes. Each becomes a 28x28 input the way predict
+makes one (mnist_kit.predict.mnist_like), so the model sees them as it sees a user's image.
+
+Which set chooses and which only measures is the caller's to keep apart: mnist_kit.verdict chooses on `shapes`
+(and validation digits), never on the others.
+"""
+
+import io
+import math
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from mnist_kit.errors import UserError
+from mnist_kit.predict import decode_gray, mnist_like
+
+PAPER = 280  # drawings are made on a 280x280 page, as the draw page's canvas
+DRAWN = ("shapes", "letters", "scribbles")
+SETS = (*DRAWN, "photos")  # photos: letters, shapes and scribbles photographed (a seed range of their own)
+# capital and small letters that no digit is written like (no O/o/D, I/l/i/j, Z/z, S/s, B, G/b/g/q, T/t, J, L, y)
+LETTERS = "ACEFHKMNPRUVWXYaefhkmnruvwx"
+SHAPES = ("star", "triangle", "heart", "grid", "arrow", "smiley", "spiral", "zigzag", "house", "cross-hatch")
+
+
+def pen(rng: np.random.Generator) -> int:
+    """A stroke width in page pixels: a felt pen to a marker."""
+    return int(rng.integers(8, 22))
+
+
+def shape_points(kind: str, rng: np.random.Generator) -> list[list[tuple[float, float]]]:
+    """The strokes of a shape as polylines in [-1, 1]^2 (y down)."""
+    turn = rng.uniform(0, 2 * math.pi)
+    if kind == "star":
+        angles = [turn + i * 4 * math.pi / 5 for i in range(6)]
+        return [[(math.cos(a), math.sin(a)) for a in angles]]
+    if kind == "triangle":
+        angles = [turn + i * 2 * math.pi / 3 for i in range(4)]
+        return [[(math.cos(a), math.sin(a)) for a in angles]]
+    if kind == "heart":
+        t = np.linspace(0, 2 * math.pi, 60)
+        x, y = 16 * np.sin(t) ** 3, -(13 * np.cos(t) - 5 * np.cos(2 * t) - 2 * np.cos(3 * t) - np.cos(4 * t))
+        return [list(zip(x / 17, y / 17))]
+    if kind == "grid":  # a hash sign
+        a, b = rng.uniform(0.2, 0.5, 2)
+        return [[(-a, -1), (-a, 1)], [(a, -1), (a, 1)], [(-1, -b), (1, -b)], [(-1, b), (1, b)]]
+    if kind == "arrow":
+        return [[(-1, 0), (1, 0)], [(0.4, -0.5), (1, 0), (0.4, 0.5)]]
+    if kind == "smiley":
+        t = np.linspace(0, 2 * math.pi, 50)
+        mouth = np.linspace(0.2 * math.pi, 0.8 * math.pi, 20)
+        return [list(zip(np.cos(t), np.sin(t))), [(-0.35, -0.3), (-0.33, -0.28)], [(0.35, -0.3), (0.33, -0.28)],
+                list(zip(0.55 * np.cos(mouth), 0.55 * np.sin(mouth)))]
+    if kind == "spiral":
+        t = np.linspace(0, rng.uniform(3, 5) * math.pi, 120)
+        return [list(zip(t / t[-1] * np.cos(t + turn), t / t[-1] * np.sin(t + turn)))]
+    if kind == "zigzag":
+        n = int(rng.integers(4, 8))
+        return [[(-1 + 2 * i / n, 0.5 * (-1) ** i) for i in range(n + 1)]]
+    if kind == "house":
+        return [[(-0.7, 1), (-0.7, -0.1), (0, -0.9), (0.7, -0.1), (0.7, 1), (-0.7, 1)], [(-0.7, -0.1), (0.7, -0.1)]]
+    if kind == "cross-hatch":
+        lines = []
+        for i in np.linspace(-0.8, 0.8, int(rng.integers(3, 6))):
+            lines += [[(i - 0.4, -1), (i + 0.4, 1)], [(-1, i - 0.3), (1, i + 0.3)]]
+        return lines
+    raise ValueError(kind)
+
+
+def jitter(strokes: list[list[tuple[float, float]]], rng: np.random.Generator) -> list[list[tuple[float, float]]]:
+    """A hand's version of exact strokes: scaled, sheared and turned a little, each point moved a little."""
+    scale, shear, turn = rng.uniform(0.7, 1.0, 2), rng.uniform(-0.2, 0.2), rng.uniform(-0.3, 0.3)
+    c, s = math.cos(turn), math.sin(turn)
+    out = []
+    for stroke in strokes:
+        points = np.asarray(stroke, dtype=float) * scale
+        points[:, 0] += shear * points[:, 1]
+        points = points @ np.array([[c, s], [-s, c]]) + rng.normal(0, 0.02, points.shape)
+        out.append([tuple(p) for p in points])
+    return out
+
+
+def page(strokes: list[list[tuple[float, float]]], width: int) -> Image.Image:
+    """Strokes in [-1, 1]^2 drawn in black on a white page."""
+    image = Image.new("L", (PAPER, PAPER), 255)
+    draw = ImageDraw.Draw(image)
+    half, margin = PAPER / 2, PAPER * 0.4
+    for stroke in strokes:
+        points = [(half + x * margin, half + y * margin) for x, y in stroke]
+        draw.line(points, fill=0, width=width, joint="curve")
+        for x, y in (points[0], points[-1]):  # round ends, as a pen leaves
+            draw.ellipse((x - width / 2, y - width / 2, x + width / 2, y + width / 2), fill=0)
+    return image
+
+
+def letter_page(letter: str, rng: np.random.Generator) -> Image.Image:
+    """A letter in Pillow's own font (the same on every machine), turned and sheared a little, on a white page."""
+    font = ImageFont.load_default(size=int(rng.integers(150, 220)))
+    image = Image.new("L", (PAPER, PAPER), 255)
+    draw = ImageDraw.Draw(image)
+    draw.text((PAPER / 2, PAPER / 2), letter, fill=0, font=font, anchor="mm", stroke_width=int(rng.integers(0, 6)),
+              stroke_fill=0)
+    shear = rng.uniform(-0.25, 0.25)
+    image = image.transform(image.size, Image.Transform.AFFINE, (1, shear, -shear * PAPER / 2, 0, 1, 0),
+                            resample=Image.Resampling.BILINEAR, fillcolor=255)
+    return image.rotate(rng.uniform(-15, 15), resample=Image.Resampling.BILINEAR, fillcolor=255)
+
+
+def scribble_strokes(rng: np.random.Generator) -> list[list[tuple[float, float]]]:
+    """Two to four smooth random strokes across the page."""
+    strokes = []
+    for _ in range(int(rng.integers(2, 5))):
+        knots = rng.uniform(-1, 1, (int(rng.integers(3, 6)), 2))
+        t = np.linspace(0, len(knots) - 1, 40)
+        strokes.append(list(zip(np.interp(t, range(len(knots)), knots[:, 0]),
+                                np.interp(t, range(len(knots)), knots[:, 1]))))
+    return strokes
+
+
+def drawing(kind: str, index: int, rng: np.random.Generator) -> Image.Image:
+    """The index-th drawing of a set (cycling through its shapes or letters) as a white page with black ink."""
+    if kind == "letters":
+        return letter_page(LETTERS[index % len(LETTERS)], rng)
+    if kind == "shapes":
+        return page(jitter(shape_points(SHAPES[index % len(SHAPES)], rng), rng), pen(rng))
+    if kind == "scribbles":
+        return page(scribble_strokes(rng), pen(rng))
+    raise ValueError(kind)
+
+
+def photographed(image: Image.Image, rng: np.random.Generator) -> bytes:
+    """A drawing as a phone photo of paper: grey paper lit unevenly, ink not quite black, blur, noise, JPEG."""
+    ink = 1 - np.asarray(image, dtype=np.float32) / 255
+    y, x = np.mgrid[0:PAPER, 0:PAPER] / PAPER
+    light = rng.uniform(0.55, 0.9) + rng.uniform(-0.15, 0.15) * x + rng.uniform(-0.15, 0.15) * y
+    grey = light * (1 - ink * rng.uniform(0.6, 0.9)) + rng.normal(0, 0.02, ink.shape)
+    photo = Image.fromarray(np.clip(grey * 255, 0, 255).astype(np.uint8), mode="L")
+    photo = photo.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 2.0)))
+    buffer = io.BytesIO()
+    photo.convert("RGB").save(buffer, format="JPEG", quality=int(rng.integers(60, 90)))
+    return buffer.getvalue()
+
+
+def outlier_images(kind: str, count: int, seed: int = 0) -> np.ndarray:
+    """`count` 28x28 [0, 1] inputs (N, 28, 28) of one set, made as predict makes a user's image; the same seed gives
+    the same images. Fashion-MNIST is not made here (mnist_kit.data loads it)."""
+    if kind not in SETS:
+        raise UserError(f"unknown outlier set {kind!r}; known: {', '.join(SETS)}")
+    rng = np.random.default_rng([seed, SETS.index(kind)])
+    images = []
+    for index in range(count):
+        if kind == "photos":
+            source = DRAWN[index % len(DRAWN)]
+            gray = decode_gray(photographed(drawing(source, index // len(DRAWN), rng), rng), "photo")
+        else:
+            gray = np.asarray(drawing(kind, index, rng), dtype=np.float32) / 255
+        images.append(mnist_like(gray, kind))
+    return np.stack(images).astype(np.float32)
