@@ -16,7 +16,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv data train eval plot docs bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -24,10 +24,12 @@ help:
 	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: runs/latest)"
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
 	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
+	@echo "make docs-confidence RUN=runs/...                             docs/confidence.md's pictures from a calibrated run"
 	@echo "make bench                                                    every quick results file: loop, fast's seeds, preprocessing, torchrun/Ray, TTA"
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make bench-records                                            the records table's rows over seeds (about 3 hours)"
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
+	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 10 min)"
 	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
 	@echo "make data                                                     fetch and verify MNIST into ~/.cache/mnist-kit (or \$$MNIST_KIT_DATA)"
 	@echo "make lint                                                     ruff"
@@ -63,6 +65,9 @@ plot: $(STAMP) need-run
 docs: $(STAMP) need-run
 	$(PY) docs/make_docs.py $(RUN)
 
+docs-confidence: $(STAMP) need-run
+	$(PY) docs/make_confidence.py $(RUN)
+
 # every results file under bench/results/<this machine>/ but the long recipes' seeds (about 10 minutes on 2 cores)
 bench: $(DEV_STAMP)
 	$(CLI) data fetch
@@ -85,6 +90,15 @@ bench-ensemble: $(DEV_STAMP)
 	if ls -d runs/bench/best-seed-[5-9] >/dev/null 2>&1; then \
 		$(PY) bench/ensemble.py --name best-seeds-5-9 runs/bench/best-seed-[5-9] --results bench/results; \
 		$(PY) bench/ensemble.py --name best-10-seeds runs/bench/best-seed-[0-9] --results bench/results; fi
+
+# calibration and verdicts over 5 seeds (docs/confidence.md): fast with 5,000 images held out, without and with
+# outlier exposure (about 10 minutes on 2 cores)
+bench-verdict: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(CLI) data fetch --dataset fashion-mnist
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
+		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}'
 
 # one recipe over seeds, a results file per seed (seeds already measured for this very recipe are skipped)
 bench-seeds: $(DEV_STAMP)

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mnist_kit.plots import CORRECT, WRONG, save_png
+from mnist_kit.plots import CORRECT, PLOT_KINDS, WRONG, save_png
 from mnist_kit.predict import mnist_like, predict_files, read_gray
 from mnist_kit.runs import plot_run
 
@@ -41,7 +41,9 @@ def predict_figure(results: list[dict]) -> Figure:
 
 def main(run: str) -> None:
     img = DOCS / "img"
-    for path in plot_run("all", run, out_dir=img) + plot_run("predictions", run, out_dir=img, mistakes=True):
+    kinds = [kind for kind in PLOT_KINDS if kind != "calibration"]  # a calibrated run's: docs/make_confidence.py
+    paths = [path for kind in kinds for path in plot_run(kind, run, out_dir=img)]
+    for path in paths + plot_run("predictions", run, out_dir=img, mistakes=True):
         print(path)
     examples = sorted((DOCS / "examples").iterdir())
     print(save_png(predict_figure(predict_files(run, examples)), img / "predict.png"))

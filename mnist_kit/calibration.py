@@ -8,9 +8,11 @@ Outputs may be logits or log-probabilities (a model ending in LogSoftmax): divid
 import torch
 import torch.nn.functional as F
 
+from mnist_kit.errors import UserError
 from mnist_kit.optim import without_dynamo_import
 
 LBFGS = without_dynamo_import(torch.optim.LBFGS)
+MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # a fitted one is near 1 (fast: 0.45); outside, a file is wrong
 BINS = 15  # expected calibration error over 15 equal-width confidence bins, as Guo et al. (2017) and torchmetrics
 
 
@@ -68,3 +70,16 @@ def scores(outputs: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
             "brier": brier_score(probabilities, labels),
             "accuracy": float(probabilities.argmax(dim=1).eq(labels).float().mean()),
             "mean_confidence": float(probabilities.max(dim=1).values.mean())}
+
+
+def recorded_temperature(metadata: dict, run_dir) -> float:
+    """The temperature `mnist-kit calibrate` recorded in a run's metadata (1.0: none), checked: a run folder may come
+    from anywhere."""
+    calibration = metadata.get("calibration") or {}
+    temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
+            not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
+        raise UserError(f"{run_dir}: calibration.temperature is {str(temperature)[:40]!r} in its metadata; a "
+                        f"calibrated run records a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]: "
+                        f"calibrate it again")
+    return float(temperature)

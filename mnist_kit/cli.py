@@ -382,12 +382,13 @@ def calibrate_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     plugin: PluginOption = None,
 ):
-    """Fit a run's temperature on the images it held out (data.validation) and record it in its metadata.
+    """Fit a run's temperature on the images it held out (data.validation) and choose its verdict rule.
 
     Scores the test split before and after: negative log-likelihood, expected calibration error (15 bins) and
-    the Brier score. The temperature never changes a prediction's class, only its confidence.
+    the Brier score. The temperature never changes a prediction's class, only its confidence. The verdict (digit,
+    unsure, not a digit) is chosen on the validation digits and drawn shapes, then measured on the test split.
     """
-    from mnist_kit.runs import calibrate_run
+    from mnist_kit.confidence import calibrate_run
 
     use_plugins(plugin)
     result = calibrate_run(run, data_dir)
@@ -401,7 +402,15 @@ def calibrate_command(
         table.add_row(name, f"{row['nll']:.4f}", f"{row['ece']:.2%}", f"{row['brier']:.4f}",
                       f"{row['mean_confidence']:.2%}", f"{row['accuracy']:.2%}")
     console.print(table)
-    console.print(f"Recorded in {quote(Path(result['run']) / 'metadata.json')} (calibration.temperature)",
+    rule, test = result["verdict"], result["test_verdicts"]
+    separation = ", ".join(f"{name} {value:.4f}" for name, value in rule["auroc_on_choosing"].items())
+    console.print(f"verdict: not a digit when the {rule['score']} score is under {rule['threshold']:.4g} (AUROC "
+                  f"validation digits vs {rule['chosen_on']['outliers']}: {separation}); unsure when the top "
+                  f"probability is under {rule['unsure_below']:.0%}. On the test split (measured, not chosen on): "
+                  f"{test['coverage']:.2%} called a digit, {test['selective_accuracy']:.2%} of those right "
+                  f"(all: {test['accuracy']:.2%}); {test['unsure']:.2%} unsure, {test['not a digit']:.2%} not a "
+                  f"digit", highlight=False, soft_wrap=True)
+    console.print(f"Recorded in {quote(Path(result['run']) / 'metadata.json')} (calibration, verdict)",
                   highlight=False, soft_wrap=True)
 
 
@@ -409,7 +418,8 @@ def calibrate_command(
 @user_errors
 def plot_command(
     kind: Annotated[str, typer.Argument(
-        metavar="KIND", help="curves, samples, classes, predictions, confusion, calibration or all.")],
+        metavar="KIND", help="curves, samples, classes, predictions, confusion, calibration, explanations or all "
+        "(all but explanations).")],
     run: RunPath,
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/plots].")] = None,
@@ -423,12 +433,19 @@ def plot_command(
     """Plot a run as PNG files: training curves, samples, class counts, predictions, confusion matrix, reliability.
 
     calibration: a reliability diagram on the test split, before and after the run's temperature (mnist-kit
-    calibrate); an uncalibrated run's raw probabilities alone.
+    calibrate); an uncalibrated run's raw probabilities alone. explanations: the most confident mistakes (up to
+    --count, 12 at most) with integrated gradients for the class taken and the true class (the [explain] extra).
     """
     from mnist_kit.runs import plot_run
 
     use_plugins(plugin)
-    for path in plot_run(kind, run, out, data_dir, mistakes=mistakes, count=count):
+    if kind == "explanations":  # not in `all`: it needs the [explain] extra
+        from mnist_kit.explain import plot_explanations
+
+        paths = [plot_explanations(run, out, data_dir, count)]
+    else:
+        paths = plot_run(kind, run, out, data_dir, mistakes=mistakes, count=count)
+    for path in paths:
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
 
 
@@ -457,14 +474,16 @@ def predict_command(
     if as_json:
         print(json.dumps(results, indent=2))
     else:
-        table = Table("digit", "probability", f"top {top_k}")
+        judged = predictor.verdict is not None
+        table = Table("digit", "probability", f"top {top_k}", *(["verdict"] if judged else []))
         table.add_column("file", overflow="fold")
         for entry in results:
             if "error" in entry:
-                table.add_row("[red]error[/red]", "", "", entry["file"])
+                table.add_row("[red]error[/red]", "", "", *([""] if judged else []), entry["file"])
             else:
                 top = "  ".join(f"{t['digit']} {t['probability']:.1%}" for t in entry["top_k"])
-                table.add_row(entry["digit"], f"{entry['probability']:.1%}", top, entry["file"])
+                said = [verdict_text(entry)] if judged else []
+                table.add_row(entry["digit"], f"{entry['probability']:.1%}", top, *said, entry["file"])
         console.print(table)
         if note := not_calibrated_note(predictor):
             console.print(note, style="dim", highlight=False, soft_wrap=True)
@@ -474,6 +493,55 @@ def predict_command(
         errors.print(f"error: {entry['error']}", highlight=False, markup=False, soft_wrap=True)
     if failed:
         raise typer.Exit(2)
+
+
+@app.command("explain", cls=Help)
+@user_errors
+def explain_command(
+    run: RunPath,
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="Image files, as predict takes them.",
+                                                 readable=False)],
+    method: Annotated[str, typer.Option(
+        "--method", metavar="METHOD", help="ig (integrated gradients from the black image) or saliency (the "
+                                           "gradient).")] = "ig",
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/explanations].")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    plugin: PluginOption = None,
+):
+    """Show which pixels made the model say its digit, and its runner-up: one PNG per image (the [explain] extra).
+
+    Integrated gradients report their convergence delta: how far the attributions' sum misses the output's change
+    from the black image (small against that change: the map accounts for the answer).
+    """
+    from mnist_kit.explain import explain_files
+
+    use_plugins(plugin)
+    results = explain_files(run, images, method, out)
+    if as_json:
+        print(json.dumps(results, indent=2))
+    else:
+        for entry in results:
+            if "error" in entry:
+                continue
+            check = (f"; delta {entry['delta']:.2g} of an output change {entry['output_difference']:.3g}"
+                     if "delta" in entry else "")
+            console.print(f"{entry['digit']} ({entry['probability']:.1%}, runner-up {entry['runner_up']} "
+                          f"{entry['runner_up_probability']:.1%}){check}: wrote {entry['png']}", highlight=False,
+                          soft_wrap=True)
+    failed = [entry for entry in results if "error" in entry]
+    console.file.flush()
+    for entry in failed:
+        errors.print(f"error: {entry['error']}", highlight=False, markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(2)
+
+
+def verdict_text(entry: dict) -> str:
+    """A prediction's verdict as the table shows it."""
+    if entry["verdict"] == "unsure":
+        return f"[yellow]unsure: {' or '.join(t['digit'] for t in entry['top_k'][:2])}?[/yellow]"
+    return "[red]not a digit?[/red]" if entry["verdict"] == "not a digit" else "digit"
 
 
 @app.command("sweep", cls=Help)

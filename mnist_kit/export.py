@@ -161,7 +161,7 @@ def with_metadata(onnx_model: bytes, properties: dict[str, str]) -> bytes:
 
 def onnx_properties(metadata: dict, recipe_name: str, run_name: str) -> dict[str, str]:
     """How to feed and read the model: normalization, input shape, class names, the recipe and run it came from, and
-    a calibrated run's temperature (probabilities are softmax(outputs / temperature))."""
+    a calibrated run's temperature (probabilities are softmax(outputs / temperature)) and verdict rule."""
     data, calibration = metadata["data"], metadata.get("calibration")
     return {"mnist_kit.preprocessing": "grey 28x28, white ink on black, pixel / 255, then (x - mean) / std",
             "mnist_kit.mean": repr(data["mean"]), "mnist_kit.std": repr(data["std"]),
@@ -172,7 +172,8 @@ def onnx_properties(metadata: dict, recipe_name: str, run_name: str) -> dict[str
             "mnist_kit.test_accuracy": repr(metadata.get("test_accuracy")), "mnist_kit.version": mnist_kit.__version__,
             # a property, not a division folded into the graph: the graph's outputs stay the model's own scores
             **({"mnist_kit.temperature": repr(calibration["temperature"])}
-               if isinstance(calibration, dict) and "temperature" in calibration else {})}
+               if isinstance(calibration, dict) and "temperature" in calibration else {}),
+            **({"mnist_kit.verdict": json.dumps(metadata["verdict"])} if metadata.get("verdict") else {})}
 
 
 def save_onnx(model: nn.Module, input_shape: tuple[int, ...], path: Path,

@@ -23,7 +23,8 @@ CONFIG = "config.json"
 HUB_DATASETS = {"mnist": "ylecun/mnist", "fashion-mnist": "zalando-datasets/fashion_mnist"}
 CONFIG_KEYS = ("schema", "recipe", "recipe_hash", "seed", "parameters", "input_shape", "classes", "data", "machine",
                "precision", "test_accuracy", "test_loss", "per_class_accuracy", "validation_accuracy", "kept_epoch",
-               "versions", "git_commit", "started", "wall_seconds", "calibration")
+               "versions", "git_commit", "started", "wall_seconds", "calibration",
+               "verdict")
 
 
 def hub_config(metadata: dict, recipe, weights_sha256: str) -> dict:

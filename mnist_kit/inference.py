@@ -13,12 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mnist_kit.calibration import MAX_TEMPERATURE, MIN_TEMPERATURE, recorded_temperature
 from mnist_kit.errors import UserError
 from mnist_kit.evaluate import EVAL_BATCH
 from mnist_kit.invocation import install_hint
+from mnist_kit.verdict import recorded_verdict, verdicts
 
 SIDE = 28  # a model's input is a SIDE x SIDE grey image, as MNIST's (mnist_kit.predict makes them)
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.01, 100.0  # a fitted one is near 1 (fast: 0.46); outside, a file is wrong
 MIN_STD = 1e-3  # of pixels in [0, 1]: MNIST's is 0.3081; a std near 0 turns every input into inf and nan
 
 
@@ -39,6 +40,7 @@ class Predictor:
     weights: Path | None = None  # the weights file its tensors came from (a run's; None for an .onnx file)
     temperature: float = 1.0  # probabilities are softmax(scores / temperature): `mnist-kit calibrate` fits it
     calibrated: bool = False  # a temperature was fitted on held-out images; if not, probabilities are the raw softmax
+    verdict: dict | None = None  # the rule `mnist-kit calibrate` chose (mnist_kit.verdict); None: no verdicts
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def normalized(self, images: torch.Tensor) -> torch.Tensor:
@@ -62,12 +64,30 @@ class Predictor:
         with self.lock, torch.inference_mode():
             return torch.cat([self.scores(chunk) for chunk in inputs.split(batch)])
 
+    def raw_scores(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, classes) outputs of the model itself, before the temperature."""
+        if not len(inputs):
+            return torch.zeros(0, len(self.classes))
+        with self.lock, torch.inference_mode():
+            return self.scores(inputs).float()
+
+    def judged(self, raw: torch.Tensor) -> tuple[list[str], torch.Tensor] | None:
+        """Each input's verdict ("digit", "unsure", "not a digit") and score from its raw outputs; None for a model
+        without a verdict rule (not calibrated)."""
+        return verdicts(raw, self.temperature, self.verdict) if self.verdict else None
+
     def top_k(self, inputs: torch.Tensor, k: int = 3) -> list[dict]:
-        """For each input: the most probable class, its probability, and the top k."""
-        values, indices = self.probabilities(inputs).topk(min(k, len(self.classes)), dim=1)
-        return [{"digit": self.classes[idx[0]], "probability": val[0].item(),
-                 "top_k": [{"digit": self.classes[i], "probability": v.item()} for v, i in zip(val, idx)]}
-                for val, idx in zip(values, indices.tolist())]
+        """For each input: the most probable class, its probability, the top k, and (a calibrated model) its
+        verdict and the verdict's score."""
+        raw = self.raw_scores(inputs)
+        values, indices = (raw / self.temperature).softmax(dim=1).topk(min(k, len(self.classes)), dim=1)
+        answers = [{"digit": self.classes[idx[0]], "probability": val[0].item(),
+                    "top_k": [{"digit": self.classes[i], "probability": v.item()} for v, i in zip(val, idx)]}
+                   for val, idx in zip(values, indices.tolist())]
+        if judged := self.judged(raw):
+            for answer, said, score in zip(answers, judged[0], judged[1].tolist()):
+                answer.update(verdict=said, verdict_score=score)
+        return answers
 
 
 def open_predictor(path: Path | str, name: str | None = None) -> Predictor:
@@ -88,7 +108,8 @@ def open_run(path: Path | str, name: str | None = None) -> Predictor:
     temperature = recorded_temperature(run.metadata, run.run_dir)
     return Predictor(model, data["mean"], data["std"], tuple(run.metadata["input_shape"]), run.classes,
                      name or run.recipe.name, run.run_dir, run, weights, temperature,
-                     calibrated=bool(run.metadata.get("calibration")))
+                     calibrated=bool(run.metadata.get("calibration")),
+                     verdict=recorded_verdict(run.metadata, run.run_dir) if run.metadata.get("calibration") else None)
 
 
 def not_calibrated_note(predictor: Predictor) -> str:
@@ -97,20 +118,8 @@ def not_calibrated_note(predictor: Predictor) -> str:
         return ""
     why = ("its run has no temperature: `mnist-kit calibrate RUN` fits one on the images a run held out "
            "(data.validation); a run trained on every training image cannot be calibrated honestly")
-    return f"{predictor.source}: probabilities are the model's raw softmax, not calibrated ({why})"
-
-
-def recorded_temperature(metadata: dict, run_dir: Path) -> float:
-    """The temperature `mnist-kit calibrate` recorded in a run's metadata (1.0: none), checked: a run folder may come
-    from anywhere."""
-    calibration = metadata.get("calibration") or {}
-    temperature = calibration.get("temperature", 1.0) if isinstance(calibration, dict) else None
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or \
-            not MIN_TEMPERATURE <= temperature <= MAX_TEMPERATURE:
-        raise UserError(f"{run_dir}: calibration.temperature is {str(temperature)[:40]!r} in its metadata; a "
-                        f"calibrated run records a number in [{MIN_TEMPERATURE}, {MAX_TEMPERATURE}]: "
-                        f"calibrate it again")
-    return float(temperature)
+    return f"{predictor.source}: probabilities are the model's raw softmax, not calibrated, and no verdict (digit, " \
+           f"unsure, not a digit) is given ({why})"
 
 
 def open_onnx(path: Path, name: str | None = None) -> Predictor:
@@ -151,8 +160,14 @@ def open_onnx(path: Path, name: str | None = None) -> Predictor:
         return torch.from_numpy(session.run(None, {input_name: inputs.numpy()})[0])
 
     temperature = onnx_temperature(properties, path)
+    try:
+        written = properties.get("mnist_kit.verdict") if temperature else None
+        rule = json.loads(written) if written else None
+    except (ValueError, RecursionError):
+        rule = "unreadable"
     return Predictor(scores, mean, std, tuple(shape), classes, name or properties.get("mnist_kit.recipe", path.stem),
-                     path, temperature=temperature or 1.0, calibrated=temperature is not None)
+                     path, temperature=temperature or 1.0, calibrated=temperature is not None,
+                     verdict=recorded_verdict({"verdict": rule}, path))
 
 
 def onnx_temperature(properties: dict[str, str], path: Path) -> float | None:

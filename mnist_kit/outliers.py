@@ -9,10 +9,13 @@ Which set chooses and which only measures is the caller's to keep apart: mnist_k
 
 import io
 import math
+from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from mnist_kit.atomic import write_bytes_atomic
 from mnist_kit.errors import UserError
 from mnist_kit.predict import decode_gray, mnist_like
 
@@ -157,3 +160,39 @@ def outlier_images(kind: str, count: int, seed: int = 0) -> np.ndarray:
             gray = np.asarray(drawing(kind, index, rng), dtype=np.float32) / 255
         images.append(mnist_like(gray, kind))
     return np.stack(images).astype(np.float32)
+
+
+TRAINING_SEED = 1  # outlier exposure draws with this seed; choosing (mnist_kit.verdict) with 0, measuring with 2
+GENERATOR_VERSION = 1  # part of a cached set's file name: a change to the drawings above makes new files
+
+
+def cached_outliers(kind: str, count: int, seed: int, root: Path) -> torch.Tensor:
+    """A drawn set as uint8 pixels (N, 28, 28), made once and kept in the data folder (ROOT/outliers): making one
+    image takes ~13 ms, a run may want thousands."""
+    path = root / "outliers" / f"{kind}-{count}-seed{seed}-v{GENERATOR_VERSION}.npy"
+    if path.is_file():
+        try:
+            pixels = np.load(path, allow_pickle=False)  # data only: a pickle is never opened
+            if pixels.shape == (count, 28, 28) and pixels.dtype == np.uint8:
+                return torch.from_numpy(pixels)
+        except (OSError, ValueError):
+            pass  # a broken cache is made again
+    pixels = np.round(outlier_images(kind, count, seed) * 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    np.save(buffer, pixels, allow_pickle=False)
+    try:
+        write_bytes_atomic(path, buffer.getvalue())
+    except OSError:
+        pass  # a read-only data folder: the set is made again next time
+    return torch.from_numpy(pixels)
+
+
+def training_outliers(settings: dict, data_dir=None) -> torch.Tensor:
+    """The non-digit images a recipe's train.outliers names, as uint8 pixels (N, 28, 28): Fashion-MNIST's training
+    split (fetched and verified as any data set) and `images` drawn of each drawn set."""
+    from mnist_kit.data import data_root, load_dataset
+
+    parts = [load_dataset("fashion-mnist", data_dir).train_images if name == "fashion-mnist" else
+             cached_outliers(name, settings.get("images", 5000), TRAINING_SEED, data_root(data_dir))
+             for name in settings["sets"]]
+    return torch.cat(parts)

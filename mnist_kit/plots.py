@@ -148,3 +148,23 @@ def save_png(fig: Figure, path: Path | str, dpi: int = 100) -> Path:
 
 
 PLOT_KINDS = ("curves", "samples", "classes", "predictions", "confusion", "calibration")
+
+
+def explanations_figure(images: np.ndarray, maps: np.ndarray, titles: list[list[str]], suptitle: str) -> Figure:
+    """One row per image: the 28x28 input, then each attribution map (maps: N x M x 28 x 28) over it in red
+    (for the class) and blue (against), on one colour scale per row."""
+    rows, columns = len(images), 1 + maps.shape[1]
+    fig = Figure(figsize=(2.3 * columns, 2.3 * rows + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, columns)).reshape(rows, columns)
+    for row, image, row_maps, row_titles in zip(axes, images, maps, titles):
+        limit = float(np.abs(row_maps).max()) or 1.0
+        row[0].imshow(image, cmap="gray", vmin=0, vmax=1)
+        row[0].set_title(row_titles[0], fontsize=9)
+        for ax, attribution, title in zip(row[1:], row_maps, row_titles[1:]):
+            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+            ax.imshow(attribution, cmap="bwr", vmin=-limit, vmax=limit, alpha=0.7)
+            ax.set_title(title, fontsize=9)
+        for ax in row:
+            ax.set_axis_off()
+    fig.suptitle(suptitle, fontsize=10)
+    return fig

@@ -4,7 +4,8 @@ tensors. No HTTP here: mnist_kit.serve puts these behind routes.
 
 v2: model metadata lists input `image` (FP32, [N, 1, 28, 28], MNIST-like pixels in [0, 1]: white ink on black,
 centred) and `image_file` (BYTES, [N], each an image file in base64, preprocessed here); outputs `probabilities`
-(FP32, [N, classes]) and `label` (INT64, [N]).
+(FP32, [N, classes]) and `label` (INT64, [N]), and for a calibrated model `verdict` (BYTES, [N]: "digit", "unsure"
+or "not a digit") and `verdict_score` (FP32, [N]: the score its rule thresholds, higher for digits).
 """
 
 import base64
@@ -32,17 +33,25 @@ def predict_canvas(predictor: Predictor, body: bytes, top_k: int = 3) -> dict:
     """What the draw page shows for an image file: the top k and the 28x28 input the model saw."""
     seen = mnist_like(decode_gray(body, "image", SERVE_MAX_PIXELS), "image")  # a phone's JPEG: decoded at 1/8
     (answer,) = predictor.top_k(predictor.normalized_canvas(seen), top_k)
-    return {"top": answer["top_k"], "input": png_data_url(seen), "calibrated": predictor.calibrated}
+    return {"top": answer["top_k"], "input": png_data_url(seen), "calibrated": predictor.calibrated,
+            "verdict": answer.get("verdict")}
+
+
+def output_names(predictor: Predictor) -> tuple[str, ...]:
+    """What the model answers: probabilities and label, and a calibrated model's verdict and its score."""
+    return ("probabilities", "label", *(("verdict", "verdict_score") if predictor.verdict else ()))
 
 
 def model_metadata(predictor: Predictor) -> dict:
-    """v2 model metadata: the two ways in, the two answers."""
+    """v2 model metadata: the two ways in, the answers."""
     platform = "onnx_onnxv1" if predictor.source.suffix == ".onnx" else "pytorch_safetensors"
+    outputs = {"probabilities": ("FP32", [-1, len(predictor.classes)]), "label": ("INT64", [-1]),
+               "verdict": ("BYTES", [-1]), "verdict_score": ("FP32", [-1])}
     return {"name": predictor.name, "versions": ["1"], "platform": platform,
             "inputs": [{"name": "image", "datatype": "FP32", "shape": [-1, *predictor.input_shape]},
                        {"name": "image_file", "datatype": "BYTES", "shape": [-1]}],
-            "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, len(predictor.classes)]},
-                        {"name": "label", "datatype": "INT64", "shape": [-1]}]}
+            "outputs": [{"name": name, "datatype": outputs[name][0], "shape": outputs[name][1]}
+                        for name in output_names(predictor)]}
 
 
 def tensor_input(predictor: Predictor, tensor: dict) -> torch.Tensor:
@@ -132,15 +141,23 @@ def infer(predictor: Predictor, request: dict) -> dict:
     asked = request.get("outputs") or []
     if not isinstance(asked, list):
         raise UserError("'outputs' must be a list of {\"name\": ...} objects")
-    wanted = [o.get("name") if isinstance(o, dict) else None for o in asked] or ["probabilities", "label"]
-    unknown = [n for n in wanted if n not in ("probabilities", "label")]
+    known = output_names(predictor)
+    wanted = [o.get("name") if isinstance(o, dict) else None for o in asked] or list(known)
+    unknown = [n for n in wanted if n not in known]
     if unknown:
-        raise UserError(f"unknown output {unknown[0]!r}; this model answers 'probabilities' and 'label'")
-    probabilities = predictor.probabilities(batch)
+        why = "" if predictor.verdict or unknown[0] not in ("verdict", "verdict_score") else \
+            " (a verdict needs a calibrated model: mnist-kit calibrate)"
+        raise UserError(f"unknown output {unknown[0]!r}; this model answers {', '.join(map(repr, known))}{why}")
+    raw = predictor.raw_scores(batch)
+    probabilities = (raw / predictor.temperature).softmax(dim=1)
     outputs = {"probabilities": {"name": "probabilities", "datatype": "FP32", "shape": list(probabilities.shape),
                                  "data": probabilities.flatten().tolist()},
                "label": {"name": "label", "datatype": "INT64", "shape": [len(batch)],
                          "data": probabilities.argmax(dim=1).tolist()}}
+    if judged := predictor.judged(raw):
+        outputs["verdict"] = {"name": "verdict", "datatype": "BYTES", "shape": [len(batch)], "data": judged[0]}
+        outputs["verdict_score"] = {"name": "verdict_score", "datatype": "FP32", "shape": [len(batch)],
+                                    "data": judged[1].tolist()}
     answer = {"model_name": predictor.name, "model_version": "1", "outputs": [outputs[n] for n in wanted]}
     if "id" in request:
         answer["id"] = request["id"]

@@ -142,6 +142,8 @@ def resolve(config: dict, source: str) -> dict:
     if bool("min_test_accuracy" in fallback) != bool("recipe" in fallback):
         raise UserError(f"{source}: [fallback] needs both min_test_accuracy and recipe")
     train = resolved["train"]
+    if "outliers" in train:  # its defaults written out: the resolved recipe (and its hash) says what was trained
+        train["outliers"] = {"weight": 0.5, "images": 5000, **train["outliers"]}
     if (train["keep"] == "best" or train["patience"]) and not resolved["data"]["validation"]:
         what = 'train.keep = "best"' if train["keep"] == "best" else "train.patience"
         raise UserError(f"{source}: {what} chooses by validation accuracy: set data.validation (e.g. 5000 of the "

@@ -11,7 +11,7 @@ from torch import nn
 
 from mnist_kit.assemble import build_model, check_registered, check_size, model_skeleton
 from mnist_kit.atomic import write_json_atomic
-from mnist_kit.calibration import fit_temperature, reliability_bins, scores
+from mnist_kit.calibration import recorded_temperature, reliability_bins, scores
 from mnist_kit.data import DatasetSpec, Splits, class_counts, load_dataset, normalize, validation_split
 from mnist_kit.device import precision_context
 from mnist_kit.errors import Notice, UserError
@@ -26,7 +26,6 @@ from mnist_kit.record import (
     parse_metadata,
     pointed_run,
     weights_intact,
-    write_metadata,
 )
 from mnist_kit.registry import closest
 
@@ -210,8 +209,6 @@ def outputs_on_split(run: Run, model: nn.Module, splits: Splits, tta: bool = Fal
 
 def run_temperature(run: Run) -> float | None:
     """The temperature `mnist-kit calibrate` recorded for the run (checked), or None: not calibrated."""
-    from mnist_kit.inference import recorded_temperature
-
     return recorded_temperature(run.metadata, run.run_dir) if run.metadata.get("calibration") else None
 
 
@@ -248,31 +245,6 @@ def evaluate_run(path: Path | str, data_dir: Path | str | None = None, write: bo
         except OSError as error:
             report["not_written"] = f"cannot write {target}: {error.strerror or error}"
     return report
-
-
-def calibrate_run(path: Path | str, data_dir: Path | str | None = None) -> dict:
-    """Fit the run's temperature on the training images it held out (never the test split), record it in its
-    metadata.json (`calibration`), and score the test split before and after: NLL, ECE, Brier score. A run with
-    nothing held out cannot be calibrated honestly: a UserError says so."""
-    run = find_run(path)
-    if not (run.metadata.get("data") or {}).get("validation_images"):
-        raise UserError(f"{run.run_dir} was trained on every training image (its recipe has no data.validation): "
-                        f"nothing it did not train on is left to fit a temperature on but the test split, which "
-                        f"never chooses; train with --set data.validation=5000 to calibrate")
-    model, _ = build_run_model_from(run)
-    splits = run_dataset(run, data_dir)
-    validation, validation_labels = outputs_on_split(run, model, splits, split="validation"), \
-        split_of(run, splits, "validation")[1]
-    temperature = fit_temperature(validation, validation_labels)
-    test, test_labels = outputs_on_split(run, model, splits), split_of(run, splits)[1]
-    calibration = {"temperature": temperature, "fitted_on": "validation", "images": len(validation),
-                   "validation": scores(validation, validation_labels, temperature),
-                   "test_before": scores(test, test_labels), "test_after": scores(test, test_labels, temperature)}
-    try:
-        write_metadata(run.run_dir, {**run.metadata, "calibration": calibration})
-    except OSError as error:
-        raise UserError(f"cannot write {run.run_dir / METADATA}: {error.strerror or error}") from None
-    return {"run": str(run.run_dir), **calibration}
 
 
 def evaluate_ensemble(paths: list[Path | str], data_dir: Path | str | None = None, tta: bool = False) -> dict:
@@ -346,7 +318,8 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
 
     kinds = PLOT_KINDS if kind == "all" else (kind,)
     if kind != "all" and kind not in PLOT_KINDS:
-        raise UserError(f"unknown plot {kind!r}; known: {', '.join(PLOT_KINDS)}, all." + closest(kind, PLOT_KINDS))
+        known = (*PLOT_KINDS, "explanations")  # explanations: mnist_kit.explain.plot_explanations (the CLI's plot)
+        raise UserError(f"unknown plot {kind!r}; known: {', '.join(known)}, all." + closest(kind, known))
     run = find_run(path)
     out = Path(out_dir) if out_dir else run.run_dir / "plots"
     figures = {}

@@ -10,6 +10,17 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 LOGGERS = ("tensorboard",)  # train.log: event files beside history.csv (which every run writes)
+OUTLIER_SOURCES = ("fashion-mnist", "shapes", "scribbles")  # train.outliers: images that are not digits (letters
+# and photographs are left to measure with, never trained on)
+
+
+def outliers_rule(value: dict) -> bool:
+    """train.outliers: {sets = [...], weight = w, images = n}, each key checked."""
+    sets, weight, images = value.get("sets"), value.get("weight", 0.5), value.get("images", 5000)  # defaults: recipe.py
+    return (set(value) <= {"sets", "weight", "images"} and isinstance(sets, list) and bool(sets)
+            and all(name in OUTLIER_SOURCES for name in sets) and len(set(sets)) == len(sets)
+            and isinstance(weight, (int, float)) and not isinstance(weight, bool) and 0 < weight <= 10
+            and isinstance(images, int) and not isinstance(images, bool) and 1 <= images <= 60_000)
 
 # The fixed sections: key -> (accepted types, default, check on the value or None). `None` default = optional.
 POSITIVE = (lambda v: v > 0, "must be > 0")
@@ -35,6 +46,11 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "patience": ((int,), 0, (lambda v: v >= 0, "must be >= 0 (0: no early stopping)")),
         "log": ((list,), None, (lambda v: all(x in LOGGERS for x in v),  # where the run reports as it goes
                                 f"must list loggers out of: {', '.join(LOGGERS)}")),
+        # outlier exposure (Hendrycks et al. 2019): each step also pushes a batch of non-digits towards the uniform
+        # answer, so that "not a digit" can be told from a digit (mnist_kit.verdict)
+        "outliers": ((dict,), None, (outliers_rule, f"must be {{ sets = [names out of {', '.join(OUTLIER_SOURCES)}], "
+                                                    f"weight = a number in (0, 10] (0.5), images = 1 to 60000 "
+                                                    f"drawn of each drawn set (5000) }}")),
     },
     "fallback": {
         "min_test_accuracy": ((int, float), None, (lambda v: 0 <= v <= 1, "must be between 0 and 1")),
@@ -69,6 +85,7 @@ class TrainSettings:
     keep: str  # "last", or "best" by validation accuracy
     patience: int  # epochs without a better validation accuracy before stopping (0: never)
     log: tuple[str, ...]  # loggers beside history.csv
+    outliers: dict | None  # outlier exposure: {sets, weight, images}; None: none
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,7 @@ class Tensors:
     val_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
+    outliers_x: torch.Tensor | None = None  # train.outliers: non-digit images for outlier exposure
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class Loop:
     precision: str
     world: World
     generator: torch.Generator  # orders the batches
+    outlier_weight: float = 0.0  # train.outliers.weight: of the loss that pushes non-digits to the uniform answer
 
     @property
     def steps_per_epoch(self) -> int:
@@ -248,7 +250,7 @@ def set_up(recipe: Recipe, data_dir, out_dir: Path, run_dir: Path | None, state:
         check_last_batch(parts.model, len(tensors.train_y), data.batch_size, world.size)
         stepped = DistributedDataParallel(parts.model) if world.size > 1 else parts.model  # synced gradients
         loop = Loop(parts, stepped, tensors, data.batch_size, resolve_precision(settings.precision, device), world,
-                    generator)
+                    generator, (settings.outliers or {}).get("weight", 0.5))
     if state:
         history, started, elapsed = restore(parts, state, generator)
         best = state.get("best")
@@ -282,9 +284,14 @@ def load_tensors(data: DataSettings, settings: TrainSettings, data_dir, world: W
     def images(pixels: torch.Tensor) -> torch.Tensor:
         return normalize(pixels, splits.mean, splits.std, device).contiguous(memory_format=layout)
 
+    outliers = None
+    if settings.outliers:  # imported here: drawing non-digits needs PIL, which a run without them never loads
+        from mnist_kit.outliers import training_outliers
+
+        outliers = images(training_outliers(settings.outliers, data_dir))
     return splits, Tensors(images(splits.train_images[kept]), splits.train_labels[kept].to(device),
                            images(splits.train_images[held]), splits.train_labels[held].to(device),
-                           images(splits.test_images), splits.test_labels.to(device))
+                           images(splits.test_images), splits.test_labels.to(device), outliers)
 
 
 def train_epoch(loop: Loop, display, epoch: int) -> Trained:
@@ -306,8 +313,14 @@ def train_epoch(loop: Loop, display, epoch: int) -> Trained:
             for transform in parts.augment:
                 x = transform(x)
         with precision_context(loop.precision, images.device):
-            output = loop.stepped(x)
-            loss = parts.loss(output, y)
+            if loop.data.outliers_x is None:
+                output = loop.stepped(x)
+                loss = parts.loss(output, y)
+            else:  # outlier exposure: the batch and as many non-digits in one pass, the non-digits pushed to uniform
+                pick = torch.randint(len(loop.data.outliers_x), (len(y),), generator=loop.generator)
+                both = loop.stepped(torch.cat([x, loop.data.outliers_x[pick.to(images.device)]]))
+                output = both[:len(y)]
+                loss = parts.loss(output, y) + loop.outlier_weight * uniform_loss(both[len(y):])
         parts.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         parts.optimizer.step()
@@ -329,6 +342,11 @@ def train_epoch(loop: Loop, display, epoch: int) -> Trained:
     if not math.isfinite(loss_total):
         raise diverged(losses, lrs, epoch)
     return Trained(loss_total / seen_total, correct_total / seen_total, losses, lrs)
+
+
+def uniform_loss(outputs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy from the uniform answer (logits or log-probabilities alike): least when no class stands out."""
+    return -outputs.float().log_softmax(dim=1).mean()
 
 
 def diverged(losses: torch.Tensor, lrs: list[float], epoch: int) -> Diverged:

@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 
 from mnist_kit.calibration import expected_calibration_error, fit_temperature, scores
 from mnist_kit.cli import app
+from mnist_kit.confidence import calibrate_run
 from mnist_kit.recipe import load_recipe
-from mnist_kit.runs import calibrate_run, find_run, outputs_on_split, run_dataset
+from mnist_kit.runs import find_run, outputs_on_split, run_dataset
 from mnist_kit.train import train
 from tests.conftest import QUICK, REPO, one_line_error, write_recipe
 

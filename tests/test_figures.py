@@ -22,12 +22,14 @@ PENDING: set[str] = set()
 PERCENT = re.compile(r"(\d+\.\d+)%")
 UNITS = re.compile(r"(\d+(?:\.\d+)?) (s|min|ms|MiB)\b")
 SOURCE = re.compile(r"<!-- results: (.+?) -->")
+SHARES = ("unsure", "not a digit")  # shares of images, as percentages (bench/verdict.py)
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 
 def figures_of(key: str, value) -> set[str]:
-    """A results file's value as the docs may write it, by what its key says it is: 0.9914 under an accuracy key
-    is 99.14%; 8.33 under a seconds key is 8.3 s, 8 s, 8.33 s, 0.1 min or 8330 ms; ms and MiB likewise."""
+    """A results file's value as the docs may write it, by what its key says it is: 0.9914 under an accuracy key (or
+    an ECE, a coverage, a share) is 99.14%; 8.33 under a seconds key is 8.3 s, 8 s, 8.33 s, 0.1 min or 8330 ms; ms
+    and MiB likewise."""
     if isinstance(value, dict):  # a key inside ("median") inherits what the key outside says ("process_seconds")
         return set().union(set(), *(figures_of(f"{key}.{k}", v) for k, v in value.items()))
     if isinstance(value, list):
@@ -35,7 +37,7 @@ def figures_of(key: str, value) -> set[str]:
     if not isinstance(value, float):
         return set()
     parts = key.lower().split(".")
-    if any("accuracy" in part for part in parts):
+    if any("accuracy" in part or part.startswith("ece") or "coverage" in part or part in SHARES for part in parts):
         return {f"{100 * value:.2f}%"}
     if any("seconds" in part for part in parts):
         return {f"{value:.2f} s", f"{value:.1f} s", f"{value:.0f} s", f"{value / 60:.1f} min", f"{1000 * value:.0f} ms"}

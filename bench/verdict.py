@@ -1,0 +1,114 @@
+"""Calibration and verdicts, measured over seeds: a recipe trained with 5,000 training images held out, calibrated
+(`mnist-kit calibrate`: the temperature and the verdict rule chosen on the validation digits and drawn shapes), then
+judged on data that chose nothing: the MNIST test split (accuracy, NLL/ECE/Brier before and after, coverage and
+selective accuracy) and outlier sets made with other seeds (AUROC of each score, digits vs each set).
+
+    python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
+    python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
+        --set 'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}'
+
+Writes <results>/<machine>/verdict/<name>.json (`make bench-verdict` measures the sets the docs quote).
+"""
+
+import argparse
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from record import machine_folder, write_results
+from rich.console import Console
+
+from mnist_kit.confidence import calibrate_run, outputs_on_images
+from mnist_kit.data import load_dataset
+from mnist_kit.outliers import cached_outliers
+from mnist_kit.recipe import load_recipe, recipe_hash, recipe_path
+from mnist_kit.runs import build_run_model_from, find_run, run_dataset
+from mnist_kit.train import train
+from mnist_kit.verdict import SCORES, auroc, digit_scores, has_logits
+
+MEASURING_SEED = 2  # outlier sets drawn with seeds nothing trained (1) or chose (0) on
+MEASURED_SETS = {"letters": 1080, "photos": 1000, "scribbles": 1000, "shapes": 1000}
+VALIDATION = 5000
+
+
+def outlier_sets(data_dir=None) -> dict[str, torch.Tensor]:
+    """The sets measured on, as uint8 pixels: drawn ones (made once, cached) and Fashion-MNIST's test split."""
+    from mnist_kit.data import data_root
+
+    sets = {name: cached_outliers(name, count, MEASURING_SEED, data_root(data_dir))
+            for name, count in MEASURED_SETS.items()}
+    sets["fashion-mnist test"] = load_dataset("fashion-mnist", data_dir).test_images
+    return sets
+
+
+def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: Path) -> dict:
+    """Train, calibrate and judge one seed."""
+    recipe = load_recipe(recipe_path(recipe_name), [f"data.validation={VALIDATION}", f"train.seed={seed}",
+                                                    *overrides])
+    trained = train(recipe, out_dir=out, quiet=True, console=Console(quiet=True))
+    calibrated = calibrate_run(trained.run_dir)
+    run = find_run(trained.run_dir)
+    model, _ = build_run_model_from(run)
+    splits = run_dataset(run)
+    digits = outputs_on_images(run, model, splits.test_images, splits)
+    temperature = calibrated["temperature"]
+    names = [name for name in SCORES if name != "energy" or has_logits(digits)]
+    separation = {}
+    for name, pixels in sets.items():
+        outputs = outputs_on_images(run, model, pixels, splits)
+        separation[name] = {score: auroc(digit_scores(digits, temperature, score),
+                                         digit_scores(outputs, temperature, score)) for score in names}
+    return {"seed": seed, "recipe_hash": recipe_hash(recipe), "wall_seconds": trained.metadata["wall_seconds"],
+            "test_accuracy": calibrated["test_before"]["accuracy"], "temperature": temperature,
+            "test_before": calibrated["test_before"], "test_after": calibrated["test_after"],
+            "verdict": calibrated["verdict"], "test_verdicts": calibrated["test_verdicts"], "auroc": separation}
+
+
+def summary(rows: list[dict]) -> dict:
+    """Median, min and max over seeds of each figure the docs quote."""
+    def spread(values: list[float]) -> dict:
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    figures = {"test_accuracy": spread([r["test_accuracy"] for r in rows]),
+               "temperature": spread([r["temperature"] for r in rows])}
+    for when in ("before", "after"):
+        for key in ("nll", "ece", "brier"):
+            figures[f"{key}_{when}"] = spread([r[f"test_{when}"][key] for r in rows])
+    for key in ("coverage", "selective_accuracy", "unsure", "not a digit"):
+        figures[key] = spread([r["test_verdicts"][key] for r in rows])
+    figures["auroc"] = {name: {score: spread([r["auroc"][name][score] for r in rows]) for score in scores}
+                        for name, scores in rows[0]["auroc"].items()}
+    figures["chosen_scores"] = sorted({r["verdict"]["score"] for r in rows})
+    return figures
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--name", required=True, help="the results file's name")
+    parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    sets = outlier_sets()
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        for seed in args.seeds:
+            rows.append(measure(args.recipe, seed, args.overrides, sets, Path(out)))
+            r = rows[-1]
+            aurocs = "  ".join(f"{name} {max(v.values()):.4f}" for name, v in r["auroc"].items())
+            print(f"seed {seed}: test {r['test_accuracy']:.2%}, ECE {r['test_before']['ece']:.2%} -> "
+                  f"{r['test_after']['ece']:.2%}, coverage {r['test_verdicts']['coverage']:.2%} at "
+                  f"{r['test_verdicts']['selective_accuracy']:.2%}, {r['verdict']['score']}; AUROC {aurocs}",
+                  flush=True)
+    figures = {"recipe": args.recipe, "overrides": [f"data.validation={VALIDATION}", *args.overrides],
+               "seeds": rows, "summary": summary(rows)}
+    path = machine_folder(args.results) / "verdict" / f"{args.name}.json"
+    write_results(path, ["python", *sys.argv], figures)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
