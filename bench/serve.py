@@ -1,13 +1,17 @@
 """Requests per second and latency (p50, p99) of `mnist-kit serve`, over loopback, with the images users send.
 
     python bench/serve.py [--run RUN] [--seconds 10] [--results bench/results]
+    python bench/serve.py --verdict [--run RUN]   # the draw page's canvas of a calibrated run, with and without the map
 
 Trains `fast` first unless --run names a run. For each server (one uvicorn process; two workers) and each request
 kind (a 28x28 PNG, the draw page's 280x280 canvas PNG, a 3000x4000 JPEG photo, all on POST /predict; and a 28x28
 image as a v2 JSON tensor, batch of 1, on POST /v2/models/NAME/infer), 1 and 8 client threads send requests
 back to back on kept-alive connections for --seconds (a bounded loop that stops by itself); every answer must be
 200. The clients run on the same 2 cores as the server: the figures are what one machine does, client included.
-Writes <results>/<machine>/serve.json.
+Writes <results>/<machine>/serve.json. With --verdict: the draw page's canvas request to one process with one
+client, for a calibrated run (trains `fast` with 5,000 images held out and outlier exposure, and calibrates it,
+unless --run names one): the answer with its verdict, and with the integrated-gradients map (?explain=true);
+writes serve-verdict.json.
 """
 
 import argparse
@@ -29,6 +33,8 @@ from record import machine_folder, run_folders, write_results
 
 REPO = Path(__file__).resolve().parent.parent
 SERVERS = {"uvicorn, 1 process": [], "uvicorn, 2 workers": ["--workers", "2"]}
+VERDICT_RECIPE = ["--set", "data.validation=5000", "--set",
+                  'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}']
 
 
 def digit_image(width: int, height: int) -> Image.Image:
@@ -125,23 +131,34 @@ def main():
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=8931)
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--verdict", action="store_true", help="a calibrated run's canvas, with and without the map")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         run = args.run
         if run is None:
-            subprocess.run([sys.executable, "-m", "mnist_kit", "train", "fast", "--out", out, "--quiet"], check=True,
-                           cwd=REPO, stdout=subprocess.DEVNULL)
+            extra = VERDICT_RECIPE if args.verdict else []
+            subprocess.run([sys.executable, "-m", "mnist_kit", "train", "fast", *extra, "--out", out, "--quiet"],
+                           check=True, cwd=REPO, stdout=subprocess.DEVNULL)
             (run,) = run_folders(Path(out))
+            if args.verdict:
+                subprocess.run([sys.executable, "-m", "mnist_kit", "calibrate", str(run)], check=True, cwd=REPO,
+                               stdout=subprocess.DEVNULL)
         name = json.loads((run / "metadata.json").read_text())["recipe"]["name"]
         requests, rows = requests_to_send(name), []
-        for server, flags in SERVERS.items():
+        servers, counts = SERVERS, (1, 8)
+        if args.verdict:
+            canvas = requests["280x280 canvas PNG"]
+            requests = {"280x280 canvas PNG, with its verdict": canvas,
+                        "280x280 canvas PNG, verdict and map": ("/predict?explain=true", *canvas[1:])}
+            servers, counts = {"uvicorn, 1 process": []}, (1,)
+        for server, flags in servers.items():
             process = subprocess.Popen([sys.executable, "-m", "mnist_kit", "serve", str(run), "--port",
                                         str(args.port), *flags], cwd=REPO, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, text=True)
             try:
                 wait_ready(args.port, process)
                 for kind, request in requests.items():
-                    for clients in (1, 8):
+                    for clients in counts:
                         row = {"server": server, "request": kind, "bytes": len(request[1]),
                                **load(args.port, request, clients, args.seconds)}
                         rows.append(row)
@@ -151,7 +168,7 @@ def main():
             finally:
                 process.terminate()
                 process.wait(timeout=30)
-    path = machine_folder(args.results) / "serve.json"
+    path = machine_folder(args.results) / ("serve-verdict.json" if args.verdict else "serve.json")
     write_results(path, ["python", *sys.argv], {"seconds_per_point": args.seconds, "rows": rows})
     print(f"wrote {path}")
 

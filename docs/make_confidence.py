@@ -1,7 +1,8 @@
 """Regenerate docs/confidence.md's pictures from a calibrated run: `make docs-confidence RUN=runs/fast-...`.
 
-Writes docs/img/reliability.png (`mnist-kit plot calibration`) and docs/img/verdicts.png (what `predict` says of
-docs/examples/ and of tests/fixtures/not-digits/), through the library the CLI uses.
+Writes docs/img/reliability.png (`mnist-kit plot calibration`), docs/img/verdicts.png (what `predict` says of
+docs/examples/ and of tests/fixtures/not-digits/) and docs/img/explanations.png (`mnist-kit plot explanations`,
+the 6 most confident mistakes), through the library the CLI uses.
 """
 
 import sys
@@ -11,6 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
+from mnist_kit.explain import plot_explanations
 from mnist_kit.plots import CORRECT, WRONG, save_png
 from mnist_kit.predict import mnist_like, predict_files, read_gray
 from mnist_kit.runs import plot_run
@@ -43,6 +45,7 @@ def main(run: str) -> None:
     print(path.rename(img / "reliability.png"))
     images = sorted((DOCS / "examples").iterdir()) + sorted(NOT_DIGITS.iterdir())
     print(save_png(verdicts_figure(predict_files(run, images)), img / "verdicts.png"))
+    print(plot_explanations(run, img, count=6))
 
 
 if __name__ == "__main__":

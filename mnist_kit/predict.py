@@ -203,10 +203,10 @@ def mnist_like(gray: np.ndarray, name: str = "image") -> np.ndarray:
     digit = ink[ink_bounds(ink)]
     scale = BOX / max(digit.shape)
     width = stroke_width(digit) * scale
-    tensor = torch.from_numpy(digit).float()[None, None]
-    if width < TARGET_STROKE and scale < 1:  # thin pen on a big image: thicken before shrinking
-        grow = math.ceil((TARGET_STROKE - width) / scale) | 1
-        tensor = F.max_pool2d(tensor, grow, stride=1, padding=grow // 2)
+    if width < TARGET_STROKE and scale < 1:  # thin pen on a big image: thicken before shrinking (a square max
+        grow = math.ceil((TARGET_STROKE - width) / scale) | 1  # filter, as two running maxima: max_pool2d's numbers)
+        digit = running_max(running_max(digit.astype(np.float32), grow, 0), grow, 1)
+    tensor = torch.from_numpy(np.ascontiguousarray(digit)).float()[None, None]
     height, wide = (max(1, round(s * scale)) for s in digit.shape)
     small = F.interpolate(tensor, size=(height, wide), mode="bilinear", antialias=scale < 1, align_corners=False)
     small = (small[0, 0] / small.max().clamp(min=1e-6)).clamp(0, 1).numpy()

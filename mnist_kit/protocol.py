@@ -10,10 +10,12 @@ or "not a digit") and `verdict_score` (FP32, [N]: the score its rule thresholds,
 
 import base64
 import binascii
+import io
 import json
 
 import numpy as np
 import torch
+from PIL import Image
 
 from mnist_kit.errors import UserError
 from mnist_kit.inference import Predictor
@@ -29,12 +31,38 @@ def png_data_url(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(gray_png(image)).decode()
 
 
-def predict_canvas(predictor: Predictor, body: bytes, top_k: int = 3) -> dict:
-    """What the draw page shows for an image file: the top k and the 28x28 input the model saw."""
+def predict_canvas(predictor: Predictor, body: bytes, top_k: int = 3, explain: bool = False) -> dict:
+    """What the draw page shows for an image file: the top k, the 28x28 input the model saw, and with `explain`
+    the integrated-gradients map of the top class over it (None, with the reason, where it cannot be made)."""
     seen = mnist_like(decode_gray(body, "image", SERVE_MAX_PIXELS), "image")  # a phone's JPEG: decoded at 1/8
     (answer,) = predictor.top_k(predictor.normalized_canvas(seen), top_k)
-    return {"top": answer["top_k"], "input": png_data_url(seen), "calibrated": predictor.calibrated,
-            "verdict": answer.get("verdict")}
+    shown = {"top": answer["top_k"], "input": png_data_url(seen), "calibrated": predictor.calibrated,
+             "verdict": answer.get("verdict")}
+    if explain:
+        try:
+            shown["map"] = png_data_url_rgba(attribution_overlay(predictor, seen))
+        except UserError as error:  # no captum, or an .onnx model: the answer stands, the map says why not
+            shown["map"], shown["map_error"] = None, str(error)
+    return shown
+
+
+def attribution_overlay(predictor: Predictor, seen: np.ndarray) -> np.ndarray:
+    """The input in grey with the top class's integrated gradients over it (red for, blue against) as RGBA bytes."""
+    from mnist_kit.explain import explain_inputs
+
+    found = explain_inputs(predictor, torch.from_numpy(np.round(seen * 255) / 255).float()[None], "ig")
+    attribution = found["maps"][0, 0].numpy()
+    strength = np.clip(attribution / (np.abs(attribution).max() or 1.0), -1, 1)
+    grey = 0.35 * seen
+    rgb = np.stack([grey + np.clip(strength, 0, 1), grey, grey + np.clip(-strength, 0, 1)], axis=-1)
+    return np.concatenate([np.clip(rgb, 0, 1), np.ones((*seen.shape, 1))], axis=-1)
+
+
+def png_data_url_rgba(image: np.ndarray) -> str:
+    """An (H, W, 4) [0, 1] image as a PNG data URL."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.round(image * 255).astype(np.uint8), mode="RGBA").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def output_names(predictor: Predictor) -> tuple[str, ...]:

@@ -77,8 +77,9 @@ def make_app(served: Predictor, hosts: list[str], body_seconds: float = BODY_SEC
     @app.post("/predict", summary="The top 3 for an image file (the draw page's canvas PNG)",
               openapi_extra={"requestBody": {"required": True, "content": {"image/png": {"schema": {
                   "type": "string", "format": "binary"}}}}})
-    async def predict(request: Request) -> dict:
-        return await run_in_threadpool(predict_canvas, served, await request.body())  # decoding: off the loop
+    async def predict(request: Request, explain: bool = False) -> dict:
+        # decoding and the map: off the loop
+        return await run_in_threadpool(predict_canvas, served, await request.body(), 3, explain)
 
     @app.get("/v2/health/live", summary="v2: the server is up")
     def live() -> dict:

@@ -53,7 +53,7 @@ def test_eval_plot_predict_and_export_open_an_old_run(old_run, tmp_path):
     assert report["accuracy"] == old_run.test_accuracy  # today's weights, rebuilt from yesterday's metadata
     assert report["recorded_accuracy"] == json.loads((FIXTURE / "metadata.json").read_text())["test_accuracy"]
     assert {p.name for p in plot_run("all", old_run.run_dir, out_dir=tmp_path)} == {
-        "curves.png", "samples.png", "classes.png", "predictions.png", "confusion.png"}
+        "curves.png", "samples.png", "classes.png", "predictions.png", "confusion.png", "calibration.png"}
     (entry,) = predict_files(old_run.run_dir, [REPO / "docs" / "examples" / "photo-7.jpg"])
     assert entry["digit"] in "0123456789"
     pytest.importorskip("onnx")

@@ -49,6 +49,24 @@ def test_explain_draws_each_image_and_reports_the_delta(trained_run, tmp_path):
     assert plotted.exit_code == 0 and (tmp_path / "explanations.png").is_file(), plotted.output
 
 
+def test_the_draw_page_answer_carries_the_map_when_asked(trained_run, monkeypatch):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from mnist_kit.protocol import predict_canvas
+
+    predictor, body = open_predictor(trained_run.run_dir), EXAMPLES[0].read_bytes()
+    assert "map" not in predict_canvas(predictor, body)
+    shown = predict_canvas(predictor, body, explain=True)
+    with Image.open(io.BytesIO(base64.b64decode(shown["map"].split(",", 1)[1]))) as image:
+        assert image.size == (28, 28) and image.mode == "RGBA"
+    monkeypatch.setitem(sys.modules, "captum.attr", None)  # no extra: the answer stands, the map says why not
+    shown = predict_canvas(predictor, body, explain=True)
+    assert shown["top"] and shown["map"] is None and "[explain]" in shown["map_error"]
+
+
 def test_explain_refuses_what_it_cannot_do_in_one_line(trained_run, monkeypatch):
     one_line_error(CliRunner().invoke(app, ["explain", str(trained_run.run_dir), str(EXAMPLES[0]), "--method",
                                             "shap"]), "unknown method 'shap'")
