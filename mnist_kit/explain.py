@@ -59,16 +59,18 @@ def output_gap(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, me
     return at_input - at_black
 
 
-def explain_inputs(predictor, canvases: torch.Tensor, method: str, second: torch.Tensor | None = None) -> dict:
-    """Attributions for [0, 1] images (N, 28, 28): for the predicted class and for `second` (default: the runner-up),
-    with the probabilities and (integrated gradients) the convergence deltas against the output differences."""
+def explain_inputs(predictor, canvases: torch.Tensor, method: str, second: torch.Tensor | None = None,
+                   top_only: bool = False) -> dict:
+    """Attributions for [0, 1] images (N, 28, 28): for the predicted class and for `second` (default: the runner-up;
+    none with `top_only`), with the probabilities and (integrated gradients) the convergence deltas against the
+    output differences."""
     if not isinstance(predictor.scores, nn.Module):
         raise UserError(f"{predictor.source}: explanations need the PyTorch model (a run folder, its weights or a Hub "
                         f"folder); an .onnx file is run by onnxruntime, which has no gradients here")
     inputs = predictor.normalized(canvases.float()[:, None])
     probabilities = predictor.probabilities(inputs)
     top2 = probabilities.topk(2, dim=1).indices
-    classes = torch.stack([top2[:, 0], top2[:, 1] if second is None else second], dim=1)
+    classes = top2[:, :1] if top_only else torch.stack([top2[:, 0], top2[:, 1] if second is None else second], dim=1)
     maps, deltas, gaps = [], [], []
     with predictor.lock:
         for column in classes.T:

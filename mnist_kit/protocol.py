@@ -50,7 +50,7 @@ def attribution_overlay(predictor: Predictor, seen: np.ndarray) -> np.ndarray:
     """The input in grey with the top class's integrated gradients over it (red for, blue against) as RGBA bytes."""
     from mnist_kit.explain import explain_inputs
 
-    found = explain_inputs(predictor, torch.from_numpy(np.round(seen * 255) / 255).float()[None], "ig")
+    found = explain_inputs(predictor, torch.from_numpy(np.round(seen * 255) / 255).float()[None], "ig", top_only=True)
     attribution = found["maps"][0, 0].numpy()
     strength = np.clip(attribution / (np.abs(attribution).max() or 1.0), -1, 1)
     grey = 0.35 * seen
