@@ -537,6 +537,54 @@ def explain_command(
         raise typer.Exit(2)
 
 
+@app.command("audit", cls=Help)
+@user_errors
+def audit_command(
+    recipe: Annotated[str, typer.Argument(metavar="RECIPE", help="A shipped recipe's name (fast) or a .toml file.")],
+    folds: Annotated[int, typer.Option("--folds", metavar="K", help="Folds of the training split (2 to 20).")] = 5,
+    images: Annotated[str, typer.Option("--images", metavar="SPLIT", help="train, test or both.")] = "train",
+    overrides: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a value of the recipe. Repeatable.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR", help="Folder for the report and the folds' runs [default: audits/RECIPE].")] = None,
+    top: Annotated[int, typer.Option("--top", metavar="N", min=1, max=200,
+                                     help="Rows shown, and images on the contact sheet.")] = 50,
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    plugin: PluginOption = None,
+):
+    """Find labels that are probably wrong: K models, each predicting the fold it did not train on; cleanlab ranks.
+
+    Needs the [audit] extra. Writes OUT/label-issues.csv and .json, OUT/contact-sheet.png and OUT/train-issues.txt
+    (a data.exclude file: train without the first N with --set data.exclude=FILE). Folds already trained for this
+    very recipe are reused.
+    """
+    from mnist_kit.audit import audit, contact_sheet
+
+    use_plugins(plugin)
+
+    def said(k: int, total: int, status: str) -> None:
+        if not as_json:
+            console.print(f"fold {k + 1} of {total}: {status}", highlight=False)
+
+    report = audit(recipe, folds, images, overrides or [], out, data_dir, on_fold=said)
+    sheet = contact_sheet(report, Path(report["out"]), data_dir, top)
+    if as_json:
+        print(json.dumps({**report, "contact_sheet": str(sheet)}, indent=2))
+        return
+    table = Table("rank", "index", "split", "given", "suggested", "label quality",
+                  title=f"{report['counts']['train']:,} suspected in train, {report['counts']['test']:,} in test "
+                        f"(out-of-sample accuracy: train {report['accuracy_out_of_sample']['train']:.2%}, test "
+                        f"{report['accuracy_out_of_sample']['test']:.2%})")
+    for rank, row in enumerate(report["issues"][:top], start=1):
+        table.add_row(str(rank), str(row["index"]), row["split"], row["given"], row["suggested"],
+                      f"{row['quality']:.4f}")
+    console.print(table)
+    for name in ("label-issues.csv", "label-issues.json", "train-issues.txt"):
+        console.print(f"Wrote {quote(Path(report['out']) / name)}", highlight=False, soft_wrap=True)
+    console.print(f"Wrote {quote(sheet)}", highlight=False, soft_wrap=True)
+
+
 def verdict_text(entry: dict) -> str:
     """A prediction's verdict as the table shows it."""
     if entry["verdict"] == "unsure":

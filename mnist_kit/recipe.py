@@ -12,6 +12,7 @@ from typing import Any
 
 from mnist_kit.data import DATASETS
 from mnist_kit.errors import UserError
+from mnist_kit.exclude import exclude_digest, exclude_path, read_exclude_bytes
 from mnist_kit.parts import PARTS
 from mnist_kit.plugins import import_plugins
 from mnist_kit.recipebook import (  # noqa: F401 (re-exported)
@@ -247,12 +248,15 @@ def fallback_recipe(recipe: Recipe) -> tuple[Recipe, dict[str, Any], list[str]] 
 
 def recipe_hash(recipe: Recipe) -> str:
     """SHA-256 of what decides a run: the resolved recipe (every key but `description` and `train.log`, which only
-    say how it is described and watched) and the content of each .py plugin it names, so a changed plugin makes
-    another recipe. Sweeps match finished points by it."""
+    say how it is described and watched), the content of its data.exclude file, and the content of each .py plugin
+    it names, so a changed plugin or list makes another recipe. Sweeps match finished points by it."""
     config = {key: value for key, value in recipe.config.items() if key != "description"}
     if "log" in config.get("train", {}):
         config["train"] = {key: value for key, value in config["train"].items() if key != "log"}
     digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    if config["data"].get("exclude"):  # the list's content decides the run, wherever the file is
+        path = exclude_path(config["data"]["exclude"], recipe.path.parent)
+        digest.update(exclude_digest(read_exclude_bytes(path)).encode())
     for plugin in recipe.config.get("plugins", []):
         if plugin.endswith(".py"):
             path = Path(plugin) if Path(plugin).is_absolute() else recipe.path.parent / plugin

@@ -31,6 +31,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple[type, ...], Any, tuple | None]]] = {
         "validation": ((int,), 0, (lambda v: v >= 0, "must be >= 0")),  # hold out N training images to choose on
         "split_seed": ((int,), 0, (lambda v: 0 <= v < 2**32, "must be in [0, 2**32)")),  # which ones: its own seed
         "limit": ((int,), None, POSITIVE),  # train on the first N of the remaining training images only
+        "exclude": ((str,), None, None),  # a file of training image indices to leave out (mnist_kit.exclude)
     },
     "train": {
         "epochs": ((int,), 25, POSITIVE),
@@ -68,6 +69,7 @@ class DataSettings:
     validation: int  # training images held out (0: none); choices read them, never the test split
     split_seed: int  # which ones
     limit: int | None  # train on the first N of the rest only
+    exclude: str | None  # a file listing training images (indices into the original split) to leave out
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,7 @@ from mnist_kit.distributed import (
 )
 from mnist_kit.errors import Diverged, Interrupted, Unwritten, UserError
 from mnist_kit.evaluate import evaluate
+from mnist_kit.exclude import exclude_digest, exclude_path, parse_indices, read_exclude_bytes
 from mnist_kit.models import count_parameters
 from mnist_kit.progress import make_display
 from mnist_kit.recipe import Recipe, recipe_from_dict, recipe_hash, recipe_to_dict, to_toml
@@ -85,6 +86,7 @@ class Tensors:
     test_x: torch.Tensor
     test_y: torch.Tensor
     outliers_x: torch.Tensor | None = None  # train.outliers: non-digit images for outlier exposure
+    excluded: dict | None = None  # data.exclude: how many training images were left out, and the list's SHA-256
 
 
 @dataclass(frozen=True)
@@ -241,7 +243,7 @@ def set_up(recipe: Recipe, data_dir, out_dir: Path, run_dir: Path | None, state:
     check_loggers(list(settings.log))
     phases: dict[str, float] = {}
     with timing(phases, "data"):
-        splits, tensors = load_tensors(data, settings, data_dir, world, device)
+        splits, tensors = load_tensors(data, settings, data_dir, world, device, recipe.path.parent)
     with timing(phases, "build"):
         generator = seed_everything(settings.seed)
         steps = -(-len(tensors.train_y) // data.batch_size)
@@ -270,7 +272,7 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def load_tensors(data: DataSettings, settings: TrainSettings, data_dir, world: World,
-                 device: torch.device) -> tuple[Splits, Tensors]:
+                 device: torch.device, recipe_dir: Path | None = None) -> tuple[Splits, Tensors]:
     """The recipe's data set, fetched and verified by one process per machine, as normalized device tensors."""
     if not world.fetches:  # one process per machine fetches; the others read what it verified
         barrier(world)
@@ -278,6 +280,14 @@ def load_tensors(data: DataSettings, settings: TrainSettings, data_dir, world: W
     if world.fetches:
         barrier(world)
     kept, held = validation_split(splits.train_labels, data.validation, data.split_seed, splits.num_classes)
+    excluded = None
+    if data.exclude:  # left out of training only: the validation images stay, so a choice compares like with like
+        path = exclude_path(data.exclude, recipe_dir)
+        blob = read_exclude_bytes(path)
+        indices = torch.tensor(parse_indices(blob, path, len(splits.train_labels)), dtype=torch.long)
+        before = len(kept)
+        kept = kept[~torch.isin(kept, indices)]
+        excluded = {"listed": len(indices), "left_out": before - len(kept), "sha256": exclude_digest(blob)}
     kept = kept[:data.limit]  # data.limit applies after the validation images are set aside
     layout = torch.channels_last if settings.channels_last else torch.contiguous_format
 
@@ -291,7 +301,7 @@ def load_tensors(data: DataSettings, settings: TrainSettings, data_dir, world: W
         outliers = images(training_outliers(settings.outliers, data_dir))
     return splits, Tensors(images(splits.train_images[kept]), splits.train_labels[kept].to(device),
                            images(splits.train_images[held]), splits.train_labels[held].to(device),
-                           images(splits.test_images), splits.test_labels.to(device), outliers)
+                           images(splits.test_images), splits.test_labels.to(device), outliers, excluded)
 
 
 def train_epoch(loop: Loop, display, epoch: int) -> Trained:
@@ -556,7 +566,8 @@ def run_metadata(run: Run, scores: dict, wall_seconds: float) -> dict:
         "data": {"dataset": splits.name, "root": str(data_root(run.data_dir).resolve()), "files": splits.files,
                  "train_images": len(run.loop.data.train_y), "validation_images": data.validation,
                  "split_seed": data.split_seed, "test_images": len(splits.test_labels),
-                 "mean": splits.mean, "std": splits.std},
+                 "mean": splits.mean, "std": splits.std,
+                 **({"excluded": run.loop.data.excluded} if run.loop.data.excluded else {})},
         "machine": machine(run.device),
         "history": history,
         "validation_accuracy": validation["accuracy"] if validation else None,

@@ -51,7 +51,7 @@ def test_plots_holds_figures_only():
 
 TORCH_FREE = {f"mnist_kit.{name}" for name in
               ("errors", "atomic", "registry", "settings", "recipebook", "record", "catalog", "invocation",
-               "fetch")}
+               "fetch", "exclude")}
 
 
 def test_the_torch_free_modules_import_only_each_other():
