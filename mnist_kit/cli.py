@@ -585,6 +585,35 @@ def audit_command(
     console.print(f"Wrote {quote(sheet)}", highlight=False, soft_wrap=True)
 
 
+@app.command("robustness", cls=Help)
+@user_errors
+def robustness_command(
+    runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders: one row each (not an ensemble).")],
+    data_dir: DataDir = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    plugin: PluginOption = None,
+):
+    """Accuracy on the test split as it is and under 15 MNIST-C-style corruptions made here, and their mean.
+
+    The corruptions are generated deterministically in the spirit of MNIST-C (Mu and Gilmer, 2019), not the
+    published files: shot and impulse noise, glass and motion blur, shear, scale, rotate, brightness, translate,
+    stripe, fog, spatter, dotted line, zigzag, edges.
+    """
+    from mnist_kit.robustness import robustness_of_runs
+
+    use_plugins(plugin)
+    rows = robustness_of_runs(runs, data_dir)
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table("test split", *(f"{Path(r['run']).name}" for r in rows), title="accuracy", title_justify="left")
+    table.add_row("as it is", *(f"{r['clean']:.2%}" for r in rows))
+    for name in rows[0]["corruptions"]:
+        table.add_row(name, *(f"{r['corruptions'][name]:.2%}" for r in rows))
+    table.add_row("[bold]mean of the corruptions[/bold]", *(f"[bold]{r['mean']:.2%}[/bold]" for r in rows))
+    console.print(table)
+
+
 def verdict_text(entry: dict) -> str:
     """A prediction's verdict as the table shows it."""
     if entry["verdict"] == "unsure":

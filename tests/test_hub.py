@@ -42,7 +42,8 @@ def test_huggingface_hub_parses_the_card(hub_folder, trained_run):
     assert result.metric_type == "accuracy" and result.metric_value == trained_run.test_accuracy
     assert result.dataset_split == "test"
     text = card.text
-    assert "Limits, measured" in text and "turned 30 degrees" in text and "```toml" in text
+    assert "Limits, measured" in text and "rotate (MNIST-C-style" in text and "mean over the corruptions" in text
+    assert "```toml" in text
     first_row = next(line for line in text.splitlines() if line.startswith("| the test split as it is"))
     assert f"{trained_run.test_accuracy:.2%}" in first_row  # measured again when written: the same number
 
