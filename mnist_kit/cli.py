@@ -418,11 +418,12 @@ def calibrate_command(
 @user_errors
 def plot_command(
     kind: Annotated[str, typer.Argument(
-        metavar="KIND", help="curves, samples, classes, predictions, confusion, calibration, explanations or all "
-        "(all but explanations).")],
-    run: RunPath,
+        metavar="KIND", help="curves, samples, classes, predictions, confusion, calibration, explanations, robustness "
+        "or all (all but explanations and robustness).")],
+    runs: Annotated[list[Path], typer.Argument(
+        metavar="RUN...", help="A run folder (runs/baseline-...) or its weights file; robustness takes several.")],
     out: Annotated[Path | None, typer.Option(
-        "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/plots].")] = None,
+        "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/plots; needed with several runs].")] = None,
     mistakes: Annotated[bool, typer.Option("--mistakes", help="predictions: only errors, most confident first.")]
     = False,
     count: Annotated[int, typer.Option(
@@ -435,11 +436,27 @@ def plot_command(
     calibration: a reliability diagram on the test split, before and after the run's temperature (mnist-kit
     calibrate); an uncalibrated run's raw probabilities alone. explanations: the most confident mistakes (up to
     --count, 12 at most) with integrated gradients for the class taken and the true class (the [explain] extra).
+    robustness: accuracy under each MNIST-C-style corruption (mnist-kit robustness), one bar per run.
     """
     from mnist_kit.runs import plot_run
 
     use_plugins(plugin)
-    if kind == "explanations":  # not in `all`: it needs the [explain] extra
+    if len(runs) > 1 and kind != "robustness":
+        raise UserError(f"plot {kind} takes one run; plot robustness takes several")
+    if len(runs) > 1 and out is None:
+        raise UserError("plot robustness with several runs needs --out DIR: no one run's folder is theirs")
+    run = runs[0]
+    if kind == "robustness":  # not in `all`: 15 corruptions of the test split take a while
+        from mnist_kit.plots import robustness_figure, save_png
+        from mnist_kit.robustness import robustness_of_runs
+
+        rows = robustness_of_runs(runs, data_dir)
+        target = (out or find_plots_folder(run)) / "robustness.png"
+        try:
+            paths = [save_png(robustness_figure(rows), target)]
+        except OSError as error:
+            raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+    elif kind == "explanations":  # not in `all`: it needs the [explain] extra
         from mnist_kit.explain import plot_explanations
 
         paths = [plot_explanations(run, out, data_dir, count)]
@@ -447,6 +464,13 @@ def plot_command(
         paths = plot_run(kind, run, out, data_dir, mistakes=mistakes, count=count)
     for path in paths:
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
+
+
+def find_plots_folder(run: Path) -> Path:
+    """RUN/plots of a run folder or of the folder a weights file is in."""
+    from mnist_kit.runs import find_run
+
+    return find_run(run).run_dir / "plots"
 
 
 @app.command("predict", cls=Help)

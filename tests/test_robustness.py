@@ -32,3 +32,13 @@ def test_robustness_scores_each_run_on_the_clean_and_the_corrupted_test_split(tr
     assert row["mean"] < row["clean"] and row["corruptions"]["rotate"] < row["corruptions"]["dotted line"]
     shown = CliRunner().invoke(app, ["robustness", str(trained_run.run_dir)])
     assert shown.exit_code == 0 and "mean of the corruptions" in shown.stdout
+
+
+def test_plot_robustness_draws_several_runs_into_the_folder_it_is_given(trained_run, tmp_path):
+    from tests.conftest import one_line_error
+
+    run = str(trained_run.run_dir)
+    result = CliRunner().invoke(app, ["plot", "robustness", run, run, "--out", str(tmp_path)])
+    assert result.exit_code == 0 and (tmp_path / "robustness.png").stat().st_size > 10_000, result.output
+    one_line_error(CliRunner().invoke(app, ["plot", "robustness", run, run]), "needs --out")
+    one_line_error(CliRunner().invoke(app, ["plot", "curves", run, run, "--out", str(tmp_path)]), "takes one run")
