@@ -20,22 +20,26 @@ from mnist_kit.runs import plot_run
 DOCS = Path(__file__).resolve().parent
 
 
-def predict_figure(results: list[dict]) -> Figure:
-    """Each example image above the 28x28 input the model saw, titled with the prediction."""
-    fig = Figure(figsize=(2.0 * len(results), 4.4), layout="constrained")
-    axes = fig.subplots(2, len(results))
-    for column, entry in zip(axes.T, results):
+def predict_figure(results: list[dict], caption=None, suptitle: str = "mnist-kit predict: the file, and the 28x28 "
+                   "input the model saw, with its answer", width: float = 2.0) -> Figure:
+    """Each example image above the 28x28 input the model saw, titled by `caption(entry)` -> (text, colour); by
+    default the prediction, green when it is the digit the file's name ends with."""
+    def right_or_wrong(entry: dict) -> tuple[str, str]:
+        truth = Path(entry["file"]).stem.split("-")[-1]
+        return f"{entry['digit']} ({entry['probability']:.0%})", CORRECT if entry["digit"] == truth else WRONG
+
+    fig = Figure(figsize=(width * len(results), 4.4), layout="constrained")
+    for column, entry in zip(fig.subplots(2, len(results)).T, results):
         path = Path(entry["file"])
-        truth = path.stem.split("-")[-1]
         with Image.open(path) as image:
             column[0].imshow(np.asarray(image.convert("RGBA")))
         column[0].set_title(path.name, fontsize=9)
         column[1].imshow(mnist_like(read_gray(path)), cmap="gray", vmin=0, vmax=1)
-        column[1].set_title(f"{entry['digit']} ({entry['probability']:.0%})", fontsize=11,
-                            color=CORRECT if entry["digit"] == truth else WRONG)
+        text, colour = (caption or right_or_wrong)(entry)
+        column[1].set_title(text, fontsize=11, color=colour)
         for ax in column:
             ax.set_axis_off()
-    fig.suptitle("mnist-kit predict: the file, and the 28x28 input the model saw, with its answer")
+    fig.suptitle(suptitle)
     return fig
 
 

@@ -511,6 +511,11 @@ def predict_command(
         console.print(table)
         if note := not_calibrated_note(predictor):
             console.print(note, style="dim", highlight=False, soft_wrap=True)
+    exit_if_any_failed(results)
+
+
+def exit_if_any_failed(results: list[dict]) -> None:
+    """After the table: one error line per file that failed, and exit 2 if any did (the rest were answered)."""
     failed = [entry for entry in results if "error" in entry]
     console.file.flush()
     for entry in failed:
@@ -553,12 +558,7 @@ def explain_command(
             console.print(f"{entry['digit']} ({entry['probability']:.1%}, runner-up {entry['runner_up']} "
                           f"{entry['runner_up_probability']:.1%}){check}: wrote {entry['png']}", highlight=False,
                           soft_wrap=True)
-    failed = [entry for entry in results if "error" in entry]
-    console.file.flush()
-    for entry in failed:
-        errors.print(f"error: {entry['error']}", highlight=False, markup=False, soft_wrap=True)
-    if failed:
-        raise typer.Exit(2)
+    exit_if_any_failed(results)
 
 
 @app.command("audit", cls=Help)

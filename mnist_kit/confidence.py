@@ -8,11 +8,11 @@ import torch
 from torch import nn
 
 from mnist_kit.calibration import fit_temperature, scores
-from mnist_kit.data import Splits, normalize
+from mnist_kit.data import Splits, data_root, normalize
 from mnist_kit.device import precision_context
 from mnist_kit.errors import UserError
 from mnist_kit.evaluate import predict_logits
-from mnist_kit.outliers import outlier_images
+from mnist_kit.outliers import cached_outliers
 from mnist_kit.record import METADATA, write_metadata
 from mnist_kit.runs import Run, build_run_model_from, find_run, outputs_on_split, run_dataset, split_of
 from mnist_kit.verdict import CHOOSING_IMAGES, CHOOSING_SEED, CHOOSING_SET, VERDICTS, choose_verdict, verdicts
@@ -22,11 +22,6 @@ def outputs_on_images(run: Run, model: nn.Module, pixels: torch.Tensor, splits: 
     """The model's outputs on uint8 images (N, 28, 28) from elsewhere (outlier sets), as on a split."""
     with precision_context(run.metadata.get("precision", "fp32"), torch.device("cpu")):
         return predict_logits(model, normalize(pixels, splits.mean, splits.std))
-
-
-def as_pixels(images) -> torch.Tensor:
-    """[0, 1] float images (numpy or torch) as uint8 pixels, as MNIST's are stored."""
-    return torch.as_tensor(images).mul(255).round().clamp(0, 255).to(torch.uint8)
 
 
 def calibrate_run(path: Path | str, data_dir: Path | str | None = None) -> dict:
@@ -47,8 +42,9 @@ def calibrate_run(path: Path | str, data_dir: Path | str | None = None) -> dict:
     calibration = {"temperature": temperature, "fitted_on": "validation", "images": len(validation),
                    "validation": scores(validation, validation_labels, temperature),
                    "test_before": scores(test, test_labels), "test_after": scores(test, test_labels, temperature)}
-    choosing = outputs_on_images(run, model, as_pixels(outlier_images(CHOOSING_SET, CHOOSING_IMAGES, CHOOSING_SEED)),
-                                 splits)
+    # the choosing shapes are drawn once and kept in the data folder, as the training and measuring sets are
+    shapes = cached_outliers(CHOOSING_SET, CHOOSING_IMAGES, CHOOSING_SEED, data_root(data_dir))
+    choosing = outputs_on_images(run, model, shapes, splits)
     rule = choose_verdict(validation, choosing, temperature)
     try:
         write_metadata(run.run_dir, {**run.metadata, "calibration": calibration, "verdict": rule})

@@ -54,10 +54,7 @@ class Predictor:
 
     def probabilities(self, inputs: torch.Tensor) -> torch.Tensor:
         """(N, classes) probabilities for normalized inputs (an empty batch gives an empty answer)."""
-        if not len(inputs):
-            return torch.zeros(0, len(self.classes))
-        with self.lock, torch.inference_mode():
-            return (self.scores(inputs).float() / self.temperature).softmax(dim=1)
+        return (self.raw_scores(inputs) / self.temperature).softmax(dim=1)
 
     def scores_in_batches(self, inputs: torch.Tensor, batch: int = EVAL_BATCH) -> torch.Tensor:
         """The scores of many inputs (a whole split), `batch` at a time."""
