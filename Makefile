@@ -16,7 +16,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-audit bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-audit bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench-records                                            the records table's rows over seeds (about 3 hours)"
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
 	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 10 min)"
+	@echo "make bench-lrfind                                             lr-find's suggestion for baseline vs its shipped lr, 3 epochs x 3 seeds (about 3 min)"
 	@echo "make bench-audit                                              the label audit of fast, 5 folds (about 2 min)"
 	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
 	@echo "make data                                                     fetch and verify MNIST into ~/.cache/mnist-kit (or \$$MNIST_KIT_DATA)"
@@ -100,6 +101,11 @@ bench-verdict: $(DEV_STAMP)
 	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
 	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
 		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}'
+
+# lr-find's suggestion for baseline against its shipped learning rate, 3 epochs over 3 seeds (about 3 minutes)
+bench-lrfind: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(PY) bench/lrfind.py --recipe baseline --epochs 3 --seeds 0 1 2
 
 # the label audit of fast over all of MNIST, 5 folds (docs/audit.md; about 2 minutes on 2 cores)
 bench-audit: $(DEV_STAMP)

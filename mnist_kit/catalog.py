@@ -122,9 +122,46 @@ def results_of(meta: dict) -> dict[str, Any]:
     return {key: found.get(key) for key in RESULT_KEYS}
 
 
-def diff_runs(run_a: Path | str, run_b: Path | str, everything: bool = False) -> dict[str, dict[str, list]]:
-    """How two runs differ: {"recipe": {dotted key: [a, b]}, "results": {key: [a, b]}}; only the keys whose values
-    differ unless `everything`. The recipe is compared resolved (defaults filled in), description aside."""
+def run_label(run: Path | str, meta: dict) -> str:
+    """A run as a legend names it: its folder and its recipe ('fast-20261202-1906 (fast)')."""
+    return f"{Path(run).resolve().name} ({meta['recipe'].get('name')})"
+
+
+def curves_of(runs: list[Path | str]) -> list[tuple[str, list[dict]]]:
+    """Each run's label and per-epoch history, for curves side by side."""
+    metas = [(run, open_metadata(run)) for run in runs]
+    return [(run_label(run, meta), meta.get("history") or []) for run, meta in metas]
+
+
+def where_curves_part(a: dict, b: dict, accuracy_gap: float = 0.1, loss_gap: float = 0.01) -> dict:
+    """The first epoch where two runs' validation accuracies differ by more than `accuracy_gap` points, or, where
+    either run held no images out, their training losses by more than `loss_gap` of the smaller one. `epoch` is
+    None when they never part over the epochs both ran."""
+    rows = list(zip(a.get("history") or [], b.get("history") or []))
+    if rows and all("val_accuracy" in row for pair in rows for row in pair):
+        compared, limit = "validation accuracy", accuracy_gap
+
+        def gap(left: dict, right: dict) -> float:
+            return 100 * abs(left["val_accuracy"] - right["val_accuracy"])
+    else:
+        compared, limit = "training loss", loss_gap
+
+        def gap(left: dict, right: dict) -> float:
+            return abs(left["train_loss"] - right["train_loss"]) / max(min(left["train_loss"], right["train_loss"]),
+                                                                       1e-12)
+    key = "val_accuracy" if compared == "validation accuracy" else "train_loss"
+    for left, right in rows:
+        if gap(left, right) > limit:
+            return {"compared": compared, "gap": limit, "epoch": left["epoch"], "values": [left[key], right[key]],
+                    "epochs_compared": len(rows)}
+    return {"compared": compared, "gap": limit, "epoch": None, "values": None, "epochs_compared": len(rows)}
+
+
+def diff_runs(run_a: Path | str, run_b: Path | str, everything: bool = False, accuracy_gap: float = 0.1,
+              loss_gap: float = 0.01) -> dict[str, dict]:
+    """How two runs differ: {"recipe": {dotted key: [a, b]}, "results": {key: [a, b]}, "curves": where they part
+    (where_curves_part)}; only the keys whose values differ unless `everything`. The recipe is compared resolved
+    (defaults filled in), description aside."""
     a, b = open_metadata(run_a), open_metadata(run_b)
     out = {}
     for section, (left, right) in {
@@ -134,4 +171,5 @@ def diff_runs(run_a: Path | str, run_b: Path | str, everything: bool = False) ->
     }.items():
         keys = [k for k in dict.fromkeys([*left, *right]) if k != "description"]
         out[section] = {k: [left.get(k), right.get(k)] for k in keys if everything or left.get(k) != right.get(k)}
+    out["curves"] = where_curves_part(a, b, accuracy_gap, loss_gap)
     return out

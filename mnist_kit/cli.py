@@ -421,7 +421,8 @@ def plot_command(
         metavar="KIND", help="curves, samples, classes, predictions, confusion, calibration, explanations, robustness "
         "or all (all but explanations and robustness).")],
     runs: Annotated[list[Path], typer.Argument(
-        metavar="RUN...", help="A run folder (runs/baseline-...) or its weights file; robustness takes several.")],
+        metavar="RUN...", help="A run folder (runs/baseline-...) or its weights file; curves and robustness take "
+        "several.")],
     out: Annotated[Path | None, typer.Option(
         "--out", metavar="DIR", help="Folder for the PNGs [default: RUN/plots; needed with several runs].")] = None,
     mistakes: Annotated[bool, typer.Option("--mistakes", help="predictions: only errors, most confident first.")]
@@ -436,17 +437,27 @@ def plot_command(
     calibration: a reliability diagram on the test split, before and after the run's temperature (mnist-kit
     calibrate); an uncalibrated run's raw probabilities alone. explanations: the most confident mistakes (up to
     --count, 12 at most) with integrated gradients for the class taken and the true class (the [explain] extra).
-    robustness: accuracy under each MNIST-C-style corruption (mnist-kit robustness), one bar per run.
+    robustness: accuracy under each MNIST-C-style corruption (mnist-kit robustness), one bar per run. curves with
+    several runs: their curves overlaid (mnist-kit runs diff says where they part).
     """
     from mnist_kit.runs import plot_run
 
     use_plugins(plugin)
-    if len(runs) > 1 and kind != "robustness":
-        raise UserError(f"plot {kind} takes one run; plot robustness takes several")
+    if len(runs) > 1 and kind not in ("curves", "robustness"):
+        raise UserError(f"plot {kind} takes one run; plot curves and plot robustness take several")
     if len(runs) > 1 and out is None:
-        raise UserError("plot robustness with several runs needs --out DIR: no one run's folder is theirs")
+        raise UserError(f"plot {kind} with several runs needs --out DIR: no one run's folder is theirs")
     run = runs[0]
-    if kind == "robustness":  # not in `all`: 15 corruptions of the test split take a while
+    if kind == "curves" and len(runs) > 1:
+        from mnist_kit.catalog import curves_of
+        from mnist_kit.plots import compare_curves_figure, save_png
+
+        target = out / "curves.png"
+        try:
+            paths = [save_png(compare_curves_figure(curves_of(runs)), target)]
+        except OSError as error:
+            raise UserError(f"cannot write {target}: {error.strerror or error}") from None
+    elif kind == "robustness":  # not in `all`: 15 corruptions of the test split take a while
         from mnist_kit.plots import robustness_figure, save_png
         from mnist_kit.robustness import robustness_of_runs
 
@@ -636,6 +647,60 @@ def robustness_command(
         table.add_row(name, *(f"{r['corruptions'][name]:.2%}" for r in rows))
     table.add_row("[bold]mean of the corruptions[/bold]", *(f"[bold]{r['mean']:.2%}[/bold]" for r in rows))
     console.print(table)
+
+
+@app.command("lr-find", cls=Help)
+@user_errors
+def lr_find_command(
+    recipe: Annotated[str, typer.Argument(
+        metavar="RECIPE", help="A shipped recipe's name (baseline) or a .toml file.")],
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", metavar="KEY=VALUE", help="Override a value of the recipe. Repeatable.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", metavar="DIR", help="Folder for lr-find.png and lr-find.json [default: lr-find/RECIPE].")] = None,
+    start: Annotated[float, typer.Option("--start", metavar="LR", help="The first learning rate.")] = 1e-7,
+    end: Annotated[float, typer.Option("--end", metavar="LR", help="The last learning rate.")] = 10.0,
+    steps: Annotated[int, typer.Option("--steps", metavar="N", help="Mini-batches (one a learning rate).")] = 100,
+    stop_factor: Annotated[float, typer.Option(
+        "--stop-factor", metavar="X", help="Stop when the smoothed loss is over X times its best.")] = 4.0,
+    data_dir: DataDir = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    plugin: PluginOption = None,
+):
+    """Find a learning rate: the range test (Smith 2017), from a fresh model, the rate growing each mini-batch.
+
+    Plots the smoothed loss against the learning rate and suggests the middle of its descent, as the --set line to
+    train with (with a one-cycle scheduler it is the peak: optimizer.lr).
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mnist_kit.lrfind import lr_range_test, rounded, write_range_test
+    from mnist_kit.recipe import load_recipe
+
+    use_plugins(plugin)
+    loaded = load_recipe(recipe, set_ or [])
+    folder = out or Path("lr-find") / loaded.name
+    with Progress(TextColumn("lr-find"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                  TimeRemainingColumn(), console=console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("", total=steps)
+
+        def step_done(step: int, total: int, lr: float, loss: float) -> None:
+            progress.update(task, completed=step, description=f"lr {lr:.1e}  loss {loss:.3f}")
+
+        result = lr_range_test(loaded, data_dir=data_dir, start=start, end=end, steps=steps, stop_factor=stop_factor,
+                               on_step=step_done)
+    paths = write_range_test(result, loaded, folder)
+    console.print(f"{len(result.lrs)} steps from {start:g} to {result.lrs[-1]:.2g} ({result.stopped}); the recipe's "
+                  f"optimizer.lr is {result.shipped_lr:g}", highlight=False, soft_wrap=True)
+    for path in paths:
+        console.print(f"Wrote {quote(path)}", highlight=False, soft_wrap=True)
+    if result.suggestion is None:
+        raise UserError("the loss never fell clearly: no suggestion (widen the range with --start/--end, or give "
+                        "more --steps); see the plot")
+    line = f"--set optimizer.lr={rounded(result.suggestion):g}"
+    again = "".join(f" --set {quote(s)}" for s in set_ or [])
+    console.print(f"Suggested: {line}\n  {command()} train {quote(recipe)}{again} {line}", highlight=False,
+                  markup=False, soft_wrap=True)
 
 
 def verdict_text(entry: dict) -> str:
@@ -1000,13 +1065,19 @@ def runs_diff(
     run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run folder.")],
     run_b: Annotated[Path, typer.Argument(metavar="RUN_B", help="Another run folder.")],
     everything: Annotated[bool, typer.Option("--all", help="Every key, the equal ones too.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="{recipe: {key: [a, b]}, results: {...}} as JSON.")]
-    = False,
+    accuracy_gap: Annotated[float, typer.Option(
+        "--accuracy-gap", metavar="POINTS", min=0, help="Curves part where validation accuracies differ by more.")]
+    = 0.1,
+    loss_gap: Annotated[float, typer.Option(
+        "--loss-gap", metavar="SHARE", min=0, help="Without validation splits: where training losses differ by more "
+        "than this share of the smaller.")] = 0.01,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="{recipe: {key: [a, b]}, results: {...}, curves: {...}} as JSON.")] = False,
 ):
-    """How two runs' resolved recipes and results differ."""
+    """How two runs' resolved recipes and results differ, and the first epoch where their curves part."""
     from mnist_kit.catalog import diff_runs
 
-    diff = diff_runs(run_a, run_b, everything)
+    diff = diff_runs(run_a, run_b, everything, accuracy_gap, loss_gap)
     if as_json:
         print(json.dumps(diff, indent=2))
         return
@@ -1016,6 +1087,18 @@ def runs_diff(
             style = None if left == right else "bold"
             table.add_row(key, json.dumps(left), json.dumps(right), style=style)
         console.print(table if diff[section] else f"{title}: the same", highlight=False)
+    console.print(curves_part_text(diff["curves"]), highlight=False, soft_wrap=True)
+
+
+def curves_part_text(curves: dict) -> str:
+    """Where two runs' curves part, as a sentence."""
+    by = f"{curves['gap']:g} points" if curves["compared"] == "validation accuracy" else f"{curves['gap']:.0%}"
+    if curves["epoch"] is None:
+        return f"curves: {curves['compared']} within {by} over all {curves['epochs_compared']} epochs both ran"
+    left, right = curves["values"]
+    shown = (f"{left:.2%} vs {right:.2%}" if curves["compared"] == "validation accuracy"
+             else f"{left:.4f} vs {right:.4f}")
+    return f"curves part at epoch {curves['epoch']}: {curves['compared']} {shown} (more than {by} apart)"
 
 
 def main():

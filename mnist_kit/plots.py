@@ -34,6 +34,27 @@ def curves_figure(history: list[dict]) -> Figure:
     return fig
 
 
+def compare_curves_figure(runs: list[tuple[str, list[dict]]]) -> Figure:
+    """Several runs' curves overlaid, one colour a run: loss and accuracy per epoch, training solid and validation
+    dashed (the test split dotted, for a run that held no images out)."""
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    loss, acc = fig.subplots(1, 2)
+    for (label, history), color in zip(runs, [f"C{i % 10}" for i in range(len(runs))]):
+        epochs = [row["epoch"] for row in history]
+        held = "val" if history and "val_accuracy" in history[0] else "test"
+        for split, style in (("train", "-"), (held, "--" if held == "val" else ":")):
+            name = {"train": "train", "val": "validation", "test": "test"}[split]
+            loss.plot(epochs, [r[f"{split}_loss"] for r in history], style, color=color, label=f"{label}: {name}")
+            acc.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], style, color=color,
+                     label=f"{label}: {name}")
+    loss.set(title="loss", xlabel="epoch")
+    acc.set(title="accuracy (%)", xlabel="epoch")
+    for ax in (loss, acc):
+        ax.grid(alpha=0.3)
+    acc.legend(fontsize=7)
+    return fig
+
+
 def image_grid(images: np.ndarray, titles: list[str], colors: list[str] | None = None, columns: int = 8,
                suptitle: str = "") -> Figure:
     """Grey-scale images (N, H, W) in a grid, each with a title (optionally coloured)."""
@@ -186,4 +207,25 @@ def explanations_figure(images: np.ndarray, maps: np.ndarray, titles: list[list[
         for ax in row:
             ax.set_axis_off()
     fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+def lr_find_figure(lrs: list[float], losses: list[float], smoothed: list[float], suggestion: float | None,
+                   shipped: float | None, recipe: str) -> Figure:
+    """A range test: each step's loss (faint) and the smoothed loss against the learning rate (log scale), with the
+    suggestion and the recipe's own learning rate marked."""
+    fig = Figure(figsize=(7, 4.2), layout="constrained")
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="gray", alpha=0.35, linewidth=0.8, label="loss per step")
+    ax.plot(lrs, smoothed, color="#0969da", label="smoothed")
+    if suggestion:
+        ax.axvline(suggestion, color=CORRECT, linestyle="--", label=f"suggested {suggestion:.2g}")
+    if shipped:
+        ax.axvline(shipped, color="gray", linestyle=":", label=f"recipe's optimizer.lr {shipped:g}")
+    finite = [v for v in smoothed if np.isfinite(v)]
+    if finite:  # the smoothed curve sets the scale: a single step's spike would squash the descent
+        ax.set_ylim(0, 1.2 * max(finite))
+    ax.set(xscale="log", xlabel="learning rate", ylabel="training loss", title=f"learning-rate range test: {recipe}")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return fig

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from mnist_kit.catalog import MAX_METADATA_BYTES, diff_runs, list_runs
+from mnist_kit.catalog import MAX_METADATA_BYTES, diff_runs, list_runs, where_curves_part
 from mnist_kit.cli import app
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
@@ -81,6 +81,43 @@ def test_diff_names_the_keys_and_results_that_differ(runs):
     assert everything["recipe"]["model.name"] == ["mlp", "mlp"]
     result = runner.invoke(app, ["runs", "diff", str(made[0].run_dir), str(made[2].run_dir), "--json"])
     assert json.loads(result.stdout) == diff
+
+
+def history(key: str, values: list[float]) -> dict:
+    return {"history": [{"epoch": i, key: v, "train_loss": 1.0 / i} for i, v in enumerate(values, start=1)]}
+
+
+def test_curves_part_at_the_first_epoch_past_the_gap():
+    a = history("val_accuracy", [0.90, 0.950, 0.97, 0.98])
+    b = history("val_accuracy", [0.90, 0.9505, 0.99, 0.98])
+    assert where_curves_part(a, b) == {"compared": "validation accuracy", "gap": 0.1, "epoch": 3,
+                                       "values": [0.97, 0.99], "epochs_compared": 4}
+    assert where_curves_part(a, b, accuracy_gap=0.01)["epoch"] == 2  # 0.05 points apart
+    assert where_curves_part(a, b, accuracy_gap=5)["epoch"] is None
+    # no validation split on one side: the training losses compare, relative to the smaller
+    c = {"history": [{"epoch": 1, "train_loss": 1.0}, {"epoch": 2, "train_loss": 0.52}]}
+    d = {"history": [{"epoch": 1, "train_loss": 1.005}, {"epoch": 2, "train_loss": 0.5},
+                     {"epoch": 3, "train_loss": 0.1}]}
+    assert where_curves_part(c, d) == {"compared": "training loss", "gap": 0.01, "epoch": 2, "values": [0.52, 0.5],
+                                       "epochs_compared": 2}
+    assert where_curves_part(a, c)["compared"] == "training loss"
+
+
+def test_diff_says_where_real_runs_part_and_plot_overlays_them(runs, tmp_path):
+    _, made = runs
+    lr0, seed1 = made[0].run_dir, made[2].run_dir
+    assert diff_runs(lr0, seed1)["curves"]["epoch"] == 1  # lr 0 never learns
+    assert diff_runs(lr0, lr0)["curves"] == {"compared": "validation accuracy", "gap": 0.1, "epoch": None,
+                                            "values": None, "epochs_compared": 1}
+    shown = runner.invoke(app, ["runs", "diff", str(lr0), str(seed1)], terminal_width=200)
+    assert "curves part at epoch 1: validation accuracy" in shown.stdout
+    result = runner.invoke(app, ["plot", "curves", str(lr0), str(seed1), str(made[1].run_dir), "--out",
+                                 str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    one_line_error(runner.invoke(app, ["plot", "curves", str(lr0), str(seed1)]), "needs --out")
+    one_line_error(runner.invoke(app, ["plot", "confusion", str(lr0), str(seed1), "--out", str(tmp_path)]),
+                   "takes one run")
 
 
 def test_user_mistakes_are_one_line(runs, tmp_path):
