@@ -183,8 +183,9 @@ def train_command(
     data_dir: DataDir = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Plain lines instead of progress bars.")] = False,
     log: Annotated[list[str] | None, typer.Option(
-        "--log", metavar="LOGGER", help="Also report to: tensorboard (event files in RUN/tensorboard; pip install "
-        "'mnist-kit[tensorboard]'). Same as --set 'train.log=[\"tensorboard\"]'. Repeatable.")] = None,
+        "--log", metavar="LOGGER", help="Also report to: tensorboard (event files in RUN/tensorboard; the "
+        "[tensorboard] extra) or mlflow (MLFLOW_TRACKING_URI, else ./mlflow.db; the [mlflow] extra). Same as --set "
+        "'train.log=[\"tensorboard\"]'. Repeatable.")] = None,
     no_fallback: Annotated[bool, typer.Option(
         "--no-fallback", help="Do not train the recipe's [fallback] recipe when the run falls short of it.")] = False,
     print_config: Annotated[bool, typer.Option(
@@ -237,7 +238,15 @@ def train_command(
     console.print(f"Next:\n  {me} eval {run}\n  {me} plot all {run}\n"
                   f"  {me} predict {run} my-digit.jpg --show-input {quote(final / 'inputs')}"
                   + (f"\n  {tool('tensorboard')} --logdir {quote(final.parent)}" if (final / "tensorboard").is_dir()
-                     else ""), highlight=False, markup=False, soft_wrap=True)
+                     else "") + mlflow_ui_line(results[-1].metadata), highlight=False, markup=False, soft_wrap=True)
+
+
+def mlflow_ui_line(metadata: dict) -> str:
+    """How to look at a run MLflow logged: `mlflow ui` on the store it went to ('' when it logged none)."""
+    if "mlflow" not in ((metadata["recipe"]["config"].get("train") or {}).get("log") or []):
+        return ""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    return f"\n  {tool('mlflow')} ui" + (f" --backend-store-uri {quote(uri)}" if uri else "")
 
 
 def quote(path) -> str:

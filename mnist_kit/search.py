@@ -10,14 +10,16 @@ from mnist_kit.atomic import write_bytes_atomic
 
 
 def train_point(recipe=None, *, out_dir: Path | None = None, resume_dir: Path | None = None, data_dir=None,
-                on_epoch: Callable[[dict], None] | None = None):
+                on_epoch: Callable[[dict], None] | None = None, experiment: str | None = None):
     """Train one point's recipe into `out_dir` (or resume the run in `resume_dir`) with no display; its RunResult.
-    What `on_epoch` raises ends the run there (a study's pruning)."""
+    What `on_epoch` raises ends the run there (a study's pruning). `experiment`: the MLflow experiment that holds
+    every point of the search (when its recipe logs to MLflow)."""
     from rich.console import Console
 
     from mnist_kit.train import resume, train
 
-    quiet = {"quiet": True, "console": Console(quiet=True), "data_dir": data_dir, "on_epoch": on_epoch}
+    quiet = {"quiet": True, "console": Console(quiet=True), "data_dir": data_dir, "on_epoch": on_epoch,
+             "experiment": experiment}
     return resume(resume_dir, **quiet) if resume_dir else train(recipe, out_dir=out_dir, **quiet)
 
 

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-LOGGERS = ("tensorboard",)  # train.log: event files beside history.csv (which every run writes)
+LOGGERS = ("tensorboard", "mlflow")  # train.log: trackers beside history.csv (which every run writes)
 OUTLIER_SOURCES = ("fashion-mnist", "shapes", "scribbles")  # train.outliers: images that are not digits (letters
 # and photographs are left to measure with, never trained on)
 

@@ -30,6 +30,7 @@ class Point:
     overrides: dict[str, Any]  # the sweep's fixed `set` values, then the grid's: what the point's recipe is given
     folder: Path
     recipe_hash: str  # of the point's whole resolved recipe: a finished run counts only if it has the same
+    experiment: str = ""  # the MLflow experiment every point of the sweep logs to (when its recipe logs to MLflow)
 
 
 # How the points get trained: called with the base recipe's path, the points, the data folder and a function that
@@ -75,7 +76,8 @@ def sweep_points(path: Path | str, out_dir: Path | str) -> tuple[dict, list[Poin
         if digest in seen:  # the same recipe twice (1e-3 and 0.001): one point
             continue
         seen.add(digest)
-        points.append(Point(index, values, overrides, Path(out_dir) / f"p{index:02d}-{slug(values)}", digest))
+        points.append(Point(index, values, overrides, Path(out_dir) / f"p{index:02d}-{slug(values)}", digest,
+                            f"sweep {path.stem}"))
     return {**sweep, "base": str(base.resolve()), "name": path.stem}, points
 
 
@@ -128,9 +130,10 @@ def run_point(base: str, point: Point, data_dir, threads: int | None = None) -> 
             return {**row, **point_figures(found[1], found[0]), "status": "done before"}
         if partial := unfinished_run(point):
             load_recipe(base, point.overrides)  # the user's recipe imports its plugins; the run folder imports none
-            result = train_point(resume_dir=partial, data_dir=data_dir)
+            result = train_point(resume_dir=partial, data_dir=data_dir, experiment=point.experiment)
         else:
-            result = train_point(load_recipe(base, point.overrides), out_dir=point.folder, data_dir=data_dir)
+            result = train_point(load_recipe(base, point.overrides), out_dir=point.folder, data_dir=data_dir,
+                                 experiment=point.experiment)
         return {**row, **point_figures(result.metadata, result.run_dir), "status": "trained"}
     except (UserError, Interrupted) as error:
         return failed_row(point, str(error))

@@ -55,7 +55,7 @@ from mnist_kit.record import (
     write_metadata,
 )
 from mnist_kit.settings import DataSettings, TrainSettings, data_settings, train_settings
-from mnist_kit.track import check_loggers, log_end, log_epoch, log_steps, open_events
+from mnist_kit.track import Final, check_loggers, open_trackers
 
 OnEpoch = Callable[[dict], None]  # called with each epoch's history row (see train)
 
@@ -134,6 +134,7 @@ class Run:
     best: dict | None = None  # the best validation epoch so far (see best_so_far)
     kept: int = 0  # epochs safe in last.pth
     phases: dict[str, float] = field(default_factory=dict)  # seconds this process spent in each part (metadata)
+    tracked: dict[str, str] = field(default_factory=dict)  # trackers' run ids (MLflow's), kept for a resumed run
 
     @property
     def world(self) -> World:
@@ -141,43 +142,47 @@ class Run:
 
 
 def train(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path | str = "runs",
-          quiet: bool = False, console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+          quiet: bool = False, console: Console | None = None, on_epoch: OnEpoch | None = None,
+          experiment: str | None = None) -> RunResult:
     """Train one recipe; write model.pth, model.safetensors and metadata.json into a new run folder.
 
     `on_epoch(row)` is called with each epoch's history row once its checkpoint is written; what it raises ends
-    the run there (a search's pruning), with last.pth kept as after an interruption."""
-    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console, on_epoch=on_epoch)
+    the run there (a search's pruning), with last.pth kept as after an interruption. `experiment`: the MLflow
+    experiment, when the recipe logs to MLflow (default: $MLFLOW_EXPERIMENT_NAME, else the recipe's name)."""
+    return fit(recipe, data_dir=data_dir, out_dir=Path(out_dir), quiet=quiet, console=console, on_epoch=on_epoch,
+               experiment=experiment)
 
 
 def resume(run_dir: Path | str, *, data_dir: Path | str | None = None, quiet: bool = False,
-           console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+           console: Console | None = None, on_epoch: OnEpoch | None = None,
+           experiment: str | None = None) -> RunResult:
     """Continue an interrupted run from RUN/last.pth; it ends as the uninterrupted run would have. Plugins its
     recipe names are not imported from it: import them first (the CLI's --plugin)."""
     state = load_last(run_dir)
     recipe = recipe_from_dict(state["recipe"])
     check_registered(recipe.config, str(run_dir))  # its plugins are the user's to give: a run is data
     return fit(recipe, data_dir=data_dir, run_dir=Path(run_dir), state=state, quiet=quiet, console=console,
-               on_epoch=on_epoch)
+               on_epoch=on_epoch, experiment=experiment)
 
 
 def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = Path("runs"),
         run_dir: Path | None = None, state: dict | None = None, quiet: bool = False,
-        console: Console | None = None, on_epoch: OnEpoch | None = None) -> RunResult:
+        console: Console | None = None, on_epoch: OnEpoch | None = None, experiment: str | None = None) -> RunResult:
     """The loop behind train and resume: epochs from the state's next one (or 1), a checkpoint after each."""
     clock = time.perf_counter()
     run = set_up(recipe, data_dir, out_dir, run_dir, state)
     loop, settings, history = run.loop, run.settings, run.history
     quiet, console = (quiet, console or Console()) if run.world.main else (True, Console(quiet=True))
-    events = open_events(run.run_dir, len(history) * loop.steps_per_epoch) \
-        if "tensorboard" in settings.log and run.world.main else None
-    scores = None
+    trackers = open_trackers(settings.log, run.run_dir, len(history), loop.steps_per_epoch, recipe.name,
+                             recipe.config, run_tags(run), experiment, run.tracked) if run.world.main else []
+    scores, status = None, "FAILED"
     try:
         with stop_signals() as signals, failures_as_errors(run, signals), \
                 make_display(console, quiet, len(loop.data.val_y) > 0) as display:
             display.start(title(run, state is not None), settings.epochs, loop.steps_per_epoch)
             for row in history:
                 display.epoch(row)
-            callbacks = after_epoch(run, clock, events, display, on_epoch)
+            callbacks = after_epoch(run, clock, trackers, display, on_epoch)
             for epoch in range(len(history) + 1, settings.epochs + 1):
                 if settings.patience and run.best and epoch - 1 - run.best["epoch"] >= settings.patience:
                     break  # early stopping: no better validation accuracy for `patience` epochs
@@ -196,23 +201,28 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
             if run.world.main:
                 save_run(run.run_dir, loop.parts.final, recipe, metadata)
                 point_latest(run.run_dir)
-            if events:
-                log_end(events, metadata, to_toml(recipe.config), loop.parts.final, loop.data.test_x,
-                        loop.data.test_y, len(history) * loop.steps_per_epoch)
+            for tracker in trackers:
+                tracker.end(Final(metadata, to_toml(recipe.config), loop.parts.final, loop.data.test_x,
+                                  loop.data.test_y, run.run_dir))
             barrier(run.world)
+        status = "FINISHED"
+    except Interrupted:
+        status = "KILLED"  # MLflow's word for a run stopped on purpose; last.pth continues it
+        raise
     finally:
-        if events:
-            events.close()
+        for tracker in trackers:
+            tracker.close(status)
     if run.world.main:
         remove_last(run.run_dir)
     return RunResult(run_dir=run.run_dir, recipe=recipe.name, test_accuracy=scores["test"]["accuracy"],
                      metadata=metadata)
 
 
-def after_epoch(run: Run, clock: float, events, display, on_epoch: OnEpoch | None) -> list[Callable[[Trained], None]]:
-    """What happens once an epoch is measured, in this order: its checkpoint and history.csv (rank 0), TensorBoard
-    (when the recipe logs to it), the display (once the epoch is safe on disk), the caller's on_epoch (a search's
-    pruning, which may end the run)."""
+def after_epoch(run: Run, clock: float, trackers: list, display,
+                on_epoch: OnEpoch | None) -> list[Callable[[Trained], None]]:
+    """What happens once an epoch is measured, in this order: its checkpoint and history.csv (rank 0), the trackers
+    (TensorBoard, MLflow: when the recipe logs to them), the display (once the epoch is safe on disk), the caller's
+    on_epoch (a search's pruning, which may end the run)."""
 
     def checkpoint(trained: Trained) -> None:
         if run.world.main:
@@ -222,12 +232,11 @@ def after_epoch(run: Run, clock: float, events, display, on_epoch: OnEpoch | Non
             writing(run.run_dir / HISTORY, write_history, run.run_dir, run.history)
         run.kept = len(run.history)
 
-    def tensorboard(trained: Trained) -> None:
-        steps = run.loop.steps_per_epoch
-        log_steps(events, len(run.history), steps, trained.step_losses, trained.lrs)
-        log_epoch(events, run.history[-1], steps)
+    def tracked(trained: Trained) -> None:
+        for tracker in trackers:
+            tracker.epoch(run.history[-1], trained)
 
-    callbacks = [checkpoint, *([tensorboard] if events else []), lambda trained: display.epoch(run.history[-1])]
+    callbacks = [checkpoint, *([tracked] if trackers else []), lambda trained: display.epoch(run.history[-1])]
     return callbacks + ([lambda trained: on_epoch(run.history[-1])] if on_epoch else [])
 
 
@@ -260,7 +269,14 @@ def set_up(recipe: Recipe, data_dir, out_dir: Path, run_dir: Path | None, state:
         run_dir = new_run_dir(out_dir, recipe.name) if world.main else None
         history, started, elapsed, best = [], datetime.now(UTC).isoformat(timespec="seconds"), 0.0, None
     return Run(recipe, settings, data, loop, splits, device, data_dir, run_dir, started, elapsed, history, best,
-               kept=len(history), phases=phases)
+               kept=len(history), phases=phases, tracked=dict((state or {}).get("tracked") or {}))
+
+
+def run_tags(run: Run) -> dict:
+    """What a tracker tags a run with: the recipe, the seed, the source's git commit, the machine kind, the folder."""
+    return {"mnist_kit.recipe": run.recipe.name, "mnist_kit.seed": run.settings.seed,
+            "mlflow.source.git.commit": export.git_commit(), "mnist_kit.machine": machine(run.device)["kind"],
+            "mnist_kit.run_dir": str(run.run_dir)}
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -428,7 +444,8 @@ def training_state(run: Run, elapsed: float) -> dict:
     return {"schema": SCHEMA_VERSION, "epoch": len(run.history), "best": run.best, "model": parts.model.state_dict(),
             "optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),
             "ema": parts.ema.state_dict() if parts.ema is not None else None, "rng": rng_state(run.loop.generator),
-            "history": run.history, "recipe": recipe_to_dict(run.recipe), "started": run.started, "elapsed": elapsed}
+            "history": run.history, "recipe": recipe_to_dict(run.recipe), "started": run.started, "elapsed": elapsed,
+            "tracked": run.tracked}
 
 
 @contextmanager

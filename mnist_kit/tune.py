@@ -232,7 +232,7 @@ def objective_for(optuna, base: Path, study_file: dict, folder: Path, data_dir: 
 
         try:
             result = train_point(load_recipe(base, {**study_file["set"], **values}), out_dir=out, data_dir=data_dir,
-                                 on_epoch=report)
+                                 on_epoch=report, experiment=f"study {folder.name}")
         except UserError as error:  # this point cannot train (e.g. its loss diverged): it does not count
             trial.set_user_attr("error", str(error))
             shutil.rmtree(out, ignore_errors=True)
