@@ -23,7 +23,7 @@ help:
 	@echo "make test                                                     set up, lint and run the test suite"
 	@echo "make eval [RUN=runs/...]                                      evaluate a run (default: runs/latest)"
 	@echo "make plot [RUN=runs/...] [KIND=all]                           plot a run into RUN/plots"
-	@echo "make docs [RUN=runs/...]                                      regenerate the README's pictures in docs/"
+	@echo "make docs [RUN=runs/...]                                      regenerate the pictures in docs/img/"
 	@echo "make docs-confidence RUN=runs/...                             docs/confidence.md's pictures from a calibrated run"
 	@echo "make bench                                                    every quick results file: loop, fast's seeds, preprocessing, torchrun/Ray, TTA"
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
@@ -128,7 +128,7 @@ bench-records: $(DEV_STAMP)
 	$(PY) bench/determinism.py --recipe fast-995 --results bench/results
 	$(PY) bench/determinism.py --recipe best --seed 1 --against runs/bench/best-seed-1 --results bench/results
 
-# an Optuna study (24 trials) against a grid sweep of about the same wall time: README "Search: study against grid"
+# an Optuna study (24 trials) against a grid sweep of about the same wall time: docs/searching.md "Search: study against grid"
 bench-tune: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(PY) bench/tune.py --results bench/results

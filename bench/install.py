@@ -12,6 +12,7 @@ times the same commands on a worktree of REF (run with PYTHONPATH pointing at it
 """
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -19,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 from record import machine_folder, write_results
@@ -27,6 +29,8 @@ REPO = Path(__file__).resolve().parent.parent
 COMMANDS = [["--help"], ["train", "--help"], ["recipes"], ["recipes", "show", "fast"], ["runs", "list", "EMPTY"],
             ["train", "fast", "--print-config"]]
 TORCH_PINS = ["torch==2.14.1", "torchvision==0.29.1"]  # as the Makefile pins them
+EXTRAS = [name for name in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+          if name != "dev"]  # each measured alone on top of `make train`'s environment
 
 
 def build_wheel(folder: Path) -> Path:
@@ -59,11 +63,28 @@ def venv_sizes(folder: Path) -> dict:
     train = {"mib": round(megabytes(venv), 1), "install_seconds": round(time.perf_counter() - clock, 1)}
     torch_mib = sum(megabytes(p) for p in (venv / "lib").glob("python3*/site-packages/*")
                     if p.name.startswith(("torch", "nvidia", "triton", "cuda")))
+    extras = {extra: extra_size(venv, extra, folder) for extra in EXTRAS}
     clock = time.perf_counter()
     subprocess.run([*pip, f"{REPO}[dev]"], check=True)
     test = {"mib": round(megabytes(venv), 1), "install_seconds": round(time.perf_counter() - clock, 1)}
     return {"make_train": {**train, "torch_and_cuda_mib": round(torch_mib, 1)}, "make_test": test,
-            "dev_adds_mib": round(test["mib"] - train["mib"], 1)}
+            "dev_adds_mib": round(test["mib"] - train["mib"], 1), "extras": extras}
+
+
+def extra_size(venv: Path, extra: str, folder: Path) -> dict:
+    """What one extra adds on disk to `make train`'s environment: the distributions pip would install there (its
+    dry-run report), installed alone into a scratch folder and measured (du)."""
+    python = str(venv / "bin" / "python")
+    report = json.loads(subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                                        "--dry-run", "--report", "-", f"{REPO}[{extra}]"], capture_output=True,
+                                       text=True, check=True).stdout)
+    wanted = [f"{item['metadata']['name']}=={item['metadata']['version']}" for item in report["install"]
+              if item["metadata"]["name"] != "mnist-kit"]
+    target = folder / f"extra-{extra}"
+    if wanted:
+        subprocess.run([python, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps", "--target",
+                        str(target), *wanted], check=True)
+    return {"packages": len(wanted), "adds_mib": round(megabytes(target), 1) if wanted else 0.0}
 
 
 def startup(code_root: Path | None, repeat: int, empty: Path) -> dict:

@@ -1,6 +1,6 @@
 """Regenerate the README's pictures from a trained run: `make docs RUN=runs/baseline-...`.
 
-Writes docs/img/*.png (the `mnist-kit plot` kinds, and what `predict` made of docs/examples/) and
+Writes docs/img/*.png (the `mnist-kit plot` kinds, what `predict` made of docs/examples/, baseline's lr-find) and
 docs/eval-report.txt (what `mnist-kit eval` prints), all through the library the CLI uses.
 """
 
@@ -13,8 +13,10 @@ import numpy as np
 from matplotlib.figure import Figure
 from PIL import Image
 
-from mnist_kit.plots import CORRECT, PLOT_KINDS, WRONG, save_png
+from mnist_kit.lrfind import lr_range_test
+from mnist_kit.plots import CORRECT, PLOT_KINDS, WRONG, lr_find_figure, save_png
 from mnist_kit.predict import mnist_like, predict_files, read_gray
+from mnist_kit.recipe import load_recipe
 from mnist_kit.runs import plot_run
 
 DOCS = Path(__file__).resolve().parent
@@ -55,6 +57,9 @@ def main(run: str) -> None:
                             check=True, env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}).stdout
     (DOCS / "eval-report.txt").write_text(report)
     print(DOCS / "eval-report.txt")
+    test = lr_range_test(load_recipe("baseline"))  # the range test docs/training.md shows
+    print(save_png(lr_find_figure(test.lrs, test.losses, test.smoothed, test.suggestion, test.shipped_lr, test.recipe),
+                   img / "lr-find.png"))
 
 
 if __name__ == "__main__":

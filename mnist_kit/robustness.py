@@ -1,6 +1,6 @@
 """Where a model breaks: its accuracy on the test split as it is and under each MNIST-C-style corruption
 (mnist_kit.corrupt), and their mean. One function, used by `mnist-kit robustness`, the Hub model card and the
-README's table."""
+README and docs/robustness.md."""
 
 import torch
 
