@@ -14,9 +14,10 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from mnist_kit.lrfind import lr_range_test
-from mnist_kit.plots import CORRECT, PLOT_KINDS, WRONG, lr_find_figure, save_png
+from mnist_kit.plots import CORRECT, PLOT_KINDS, WRONG, lr_find_figure, robustness_figure, save_png
 from mnist_kit.predict import mnist_like, predict_files, read_gray
 from mnist_kit.recipe import load_recipe
+from mnist_kit.robustness import robustness_of_runs
 from mnist_kit.runs import plot_run
 
 DOCS = Path(__file__).resolve().parent
@@ -57,6 +58,7 @@ def main(run: str) -> None:
                             check=True, env={**os.environ, "COLUMNS": "100", "NO_COLOR": "1"}).stdout
     (DOCS / "eval-report.txt").write_text(report)
     print(DOCS / "eval-report.txt")
+    print(save_png(robustness_figure(robustness_of_runs([run])), img / "robustness.png"))  # 15 corruptions: ~40 s
     test = lr_range_test(load_recipe("baseline"))  # the range test docs/training.md shows
     print(save_png(lr_find_figure(test.lrs, test.losses, test.smoothed, test.suggestion, test.shipped_lr, test.recipe),
                    img / "lr-find.png"))

@@ -633,6 +633,9 @@ def audit_command(
 @user_errors
 def robustness_command(
     runs: Annotated[list[Path], typer.Argument(metavar="RUN...", help="Run folders: one row each (not an ensemble).")],
+    split: Annotated[str, typer.Option(
+        "--split", metavar="SPLIT", help="test, or validation: the training images each run held out (what may "
+        "choose between recipes; the test split only measures).")] = "test",
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     plugin: PluginOption = None,
@@ -646,11 +649,12 @@ def robustness_command(
     from mnist_kit.robustness import robustness_of_runs
 
     use_plugins(plugin)
-    rows = robustness_of_runs(runs, data_dir)
+    rows = robustness_of_runs(runs, data_dir, split)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    table = Table("test split", *(f"{Path(r['run']).name}" for r in rows), title="accuracy", title_justify="left")
+    first = "test split" if split == "test" else "held-out training images"
+    table = Table(first, *(f"{Path(r['run']).name}" for r in rows), title="accuracy", title_justify="left")
     table.add_row("as it is", *(f"{r['clean']:.2%}" for r in rows))
     for name in rows[0]["corruptions"]:
         table.add_row(name, *(f"{r['corruptions'][name]:.2%}" for r in rows))

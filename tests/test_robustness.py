@@ -42,3 +42,21 @@ def test_plot_robustness_draws_several_runs_into_the_folder_it_is_given(trained_
     assert result.exit_code == 0 and (tmp_path / "robustness.png").stat().st_size > 10_000, result.output
     one_line_error(CliRunner().invoke(app, ["plot", "robustness", run, run]), "needs --out")
     one_line_error(CliRunner().invoke(app, ["plot", "curves", run, run, "--out", str(tmp_path)]), "takes one run")
+
+
+def test_robustness_on_the_held_out_training_images_may_choose(trained_run, tmp_path):
+    from rich.console import Console
+
+    from mnist_kit.recipe import load_recipe
+    from mnist_kit.train import train
+    from tests.conftest import QUICK, one_line_error, write_recipe
+
+    recipe = load_recipe(write_recipe(tmp_path / "quick.toml", QUICK), ["data.limit=2000", "data.validation=1000"])
+    run = train(recipe, out_dir=tmp_path / "runs", quiet=True, console=Console(quiet=True))
+    result = CliRunner().invoke(app, ["robustness", str(run.run_dir), "--split", "validation", "--json"])
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(result.stdout)
+    assert row["split"] == "validation" and row["clean"] == pytest.approx(run.validation_accuracy, abs=2e-4)
+    assert row["mean"] < row["clean"] and set(row["corruptions"]) == set(CORRUPTIONS)
+    one_line_error(CliRunner().invoke(app, ["robustness", str(trained_run.run_dir), "--split", "validation"]),
+                   "held out no validation images")
