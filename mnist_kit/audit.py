@@ -11,7 +11,6 @@ audit, it never builds or tunes one.
 
 import csv
 import io
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,13 +19,13 @@ import torch
 
 from mnist_kit.atomic import write_bytes_atomic, write_json_atomic
 from mnist_kit.calibration import fit_temperature
-from mnist_kit.data import load_dataset, normalize
+from mnist_kit.data import data_root, load_dataset, normalize
 from mnist_kit.errors import UserError
 from mnist_kit.evaluate import predict_logits
 from mnist_kit.invocation import install_hint
-from mnist_kit.recipe import load_recipe, recipe_hash
-from mnist_kit.record import METADATA, parse_metadata
+from mnist_kit.recipe import load_recipe, parse_overrides, recipe_hash
 from mnist_kit.runs import build_run_model_from, find_run
+from mnist_kit.sweep import Backend, Point, local_backend
 
 SPLITS = ("train", "test", "both")
 FOLD_SEED = 0  # which images fall in which fold: fixed, so that a second audit reuses the first one's folds
@@ -53,34 +52,52 @@ def write_index_file(path: Path, indices: list[int], comment: str) -> Path:
     return write_bytes_atomic(path, (f"# {comment}\n" + "".join(f"{i}\n" for i in indices)).encode())
 
 
-def finished_fold(folder: Path, digest: str) -> Path | None:
-    """A finished run in `folder` trained from the recipe whose hash is `digest` (a fold trained before)."""
-    if not folder.is_dir():
-        return None
-    for run_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.is_symlink()):
-        try:
-            metadata = parse_metadata(run_dir / METADATA)
-        except (OSError, ValueError, UserError):
-            continue
-        if metadata.get("recipe_hash") == digest:
-            return run_dir
-    return None
-
-
 def fold_outputs(run_dir: Path, images: list[torch.Tensor], splits) -> list[torch.Tensor]:
     """A fold model's outputs (logits or log-probabilities) for sets of uint8 images."""
     model, _ = build_run_model_from(find_run(run_dir))
     return [predict_logits(model, normalize(pixels, splits.mean, splits.std)).float() for pixels in images]
 
 
+def fold_points(recipe: str | Path, overrides: list[str], parts: list[torch.Tensor], folder: Path) -> list[Point]:
+    """Each fold as a sweep point: the recipe without the fold (data.exclude: its index file, written here), trained
+    into folder/fold-K; a point whose recipe trained there before is reused, as a sweep's is."""
+    points = []
+    for k, part in enumerate(parts):
+        index_file = write_index_file(folder / f"fold-{k}.txt", part.tolist(), f"fold {k} of {len(parts)} (seed "
+                                      f"{FOLD_SEED}): the images fold {k}'s model never saw")
+        values = {**parse_overrides(overrides), "data.exclude": str(index_file)}
+        digest = recipe_hash(load_recipe(recipe, values))
+        points.append(Point(k, {"fold": k}, values, folder / f"fold-{k}", digest))
+    return points
+
+
+def train_folds(base: Path, points: list[Point], data_dir, backend: Backend | None,
+                on_fold: Callable[[int, int, str], None] | None) -> dict[int, dict]:
+    """Every fold's row (run folder, status) from the backend (default: this machine, one fold at a time); one
+    UserError naming the folds that failed."""
+    rows = {}
+
+    def report(row: dict) -> None:
+        rows[row["point"]] = row
+        if on_fold:
+            on_fold(row["point"], len(points), row["status"] if "error" not in row else f"failed: {row['error']}")
+
+    (backend or local_backend())(str(base), points, data_root(data_dir).resolve(), report)
+    failed = [f"fold {k}: {row['error']}" for k, row in sorted(rows.items()) if "error" in row]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(points)} folds did not train ({'; '.join(failed)}); run the audit "
+                        f"again to train them (the others are reused)")
+    return rows
+
+
 def audit(recipe: str | Path, folds: int = 5, images: str = "train", overrides: list[str] | None = None,
           out: Path | str | None = None, data_dir=None,
-          on_fold: Callable[[int, int, str], None] | None = None) -> dict:
+          on_fold: Callable[[int, int, str], None] | None = None, backend: Backend | None = None) -> dict:
     """Rank the suspected label issues of the training split, the test split or both (see the module's text);
     writes OUT/label-issues.csv and .json, OUT/train-issues.txt (a data.exclude file of the suspected training
-    images, most suspect first) and the folds' runs under OUT/folds. `on_fold(k, folds, "trained" | "reused")`."""
-    from mnist_kit.train import train
-
+    images, most suspect first) and the folds' runs under OUT/folds. The folds train through a sweep backend
+    (mnist_kit.sweep.local_backend by default, mnist_kit.cluster.ray_backend on Ray; OUT must then be a folder
+    every node reaches). `on_fold(k, folds, "trained" | "done before" | "failed: ...")` as each fold ends."""
     if images not in SPLITS:
         raise UserError(f"--images must be train, test or both, got {images!r}")
     if not 2 <= folds <= 20:
@@ -93,19 +110,10 @@ def audit(recipe: str | Path, folds: int = 5, images: str = "train", overrides: 
     train_probabilities = torch.zeros(len(splits.train_labels), splits.num_classes)
     test_probabilities = torch.zeros(len(splits.test_labels), splits.num_classes)
     runs = []
+    points = fold_points(base.path, overrides or [], parts, (out / "folds").resolve())
+    rows = train_folds(base.path, points, data_dir, backend, on_fold)
     for k, part in enumerate(parts):
-        index_file = write_index_file(out / "folds" / f"fold-{k}.txt", part.tolist(),
-                                      f"fold {k} of {folds} (seed {FOLD_SEED}): the images fold {k}'s model never saw")
-        fold_recipe = load_recipe(recipe, [*(overrides or []), f"data.exclude={json.dumps(str(index_file))}"])
-        run_dir = finished_fold(out / "folds" / f"fold-{k}", recipe_hash(fold_recipe))
-        if run_dir is None:
-            from rich.console import Console
-
-            run_dir = train(fold_recipe, data_dir=data_dir, out_dir=out / "folds" / f"fold-{k}", quiet=True,
-                            console=Console(quiet=True)).run_dir
-            status = "trained"
-        else:
-            status = "reused"
+        run_dir, status = Path(rows[k]["run"]), rows[k]["status"]
         held_out, test = fold_outputs(run_dir, [splits.train_images[part], splits.test_images], splits)
         # calibrated on the fold it predicts (one scalar by NLL): a label-smoothed model is underconfident, and
         # confident learning's per-class thresholds then let almost nothing through (fast: 9 suspects, not 51)
@@ -114,8 +122,6 @@ def audit(recipe: str | Path, folds: int = 5, images: str = "train", overrides: 
         test_probabilities += (test / temperature).softmax(dim=1) / folds
         runs.append({"fold": k, "run": str(run_dir), "status": status, "images": len(part),
                      "temperature": temperature})
-        if on_fold:
-            on_fold(k, folds, status)
     rows = []
     for split, probabilities, labels in (("train", train_probabilities, splits.train_labels),
                                          ("test", test_probabilities, splits.test_labels)):

@@ -593,6 +593,14 @@ def audit_command(
         "--out", metavar="DIR", help="Folder for the report and the folds' runs [default: audits/RECIPE].")] = None,
     top: Annotated[int, typer.Option("--top", metavar="N", min=1, max=200,
                                      help="Rows shown, and images on the contact sheet.")] = 50,
+    workers: Annotated[int, typer.Option(
+        "--workers", metavar="N", min=1, help="Folds trained at once, in processes (local).")] = 1,
+    backend: Annotated[str, typer.Option(
+        "--backend", metavar="BACKEND", help="local (this machine) or ray (the folds as Ray tasks, as sweeps).")]
+    = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", metavar="ADDRESS", help="Ray cluster to join (host:6379, or auto) [default: $RAY_ADDRESS, else "
+        "a local Ray].")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plugin: PluginOption = None,
@@ -601,17 +609,27 @@ def audit_command(
 
     Needs the [audit] extra. Writes OUT/label-issues.csv and .json, OUT/contact-sheet.png and OUT/train-issues.txt
     (a data.exclude file: train without the first N with --set data.exclude=FILE). Folds already trained for this
-    very recipe are reused.
+    very recipe are reused. With --backend ray the folds run as Ray tasks (the [cluster] extra), as a sweep's
+    points do; give --out a folder every node can reach.
     """
     from mnist_kit.audit import audit, contact_sheet
+    from mnist_kit.sweep import local_backend
 
     use_plugins(plugin)
+    check_backend(backend, local_only={"--workers": workers > 1}, ray_only={"--address": bool(address)},
+                  on_ray="on Ray the cluster's CPUs decide")
+    if backend == "ray":
+        from mnist_kit.cluster import ray_backend
+
+        chosen = ray_backend(address)
+    else:
+        chosen = local_backend(workers)
 
     def said(k: int, total: int, status: str) -> None:
         if not as_json:
             console.print(f"fold {k + 1} of {total}: {status}", highlight=False)
 
-    report = audit(recipe, folds, images, overrides or [], out, data_dir, on_fold=said)
+    report = audit(recipe, folds, images, overrides or [], out, data_dir, on_fold=said, backend=chosen)
     sheet = contact_sheet(report, Path(report["out"]), data_dir, top)
     if as_json:
         print(json.dumps({**report, "contact_sheet": str(sheet)}, indent=2))

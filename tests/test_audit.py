@@ -55,7 +55,7 @@ def test_the_labels_flipped_on_purpose_are_ranked_near_the_top(tmp_path):
     assert contact_sheet(report, tmp_path / "audit", count=20).stat().st_size > 10_000
     again = audit(recipe, folds=3, images="both", overrides=["train.epochs=2"], out=tmp_path / "audit",
                   on_fold=lambda k, n, status: said.append(status))
-    assert said[3:] == ["reused"] * 3 and again["issues"] == report["issues"]  # the folds' runs are matched
+    assert said[3:] == ["done before"] * 3 and again["issues"] == report["issues"]  # the folds' runs are matched
 
 
 def test_data_exclude_leaves_images_out_and_its_content_is_in_the_hash(tmp_path):

@@ -42,6 +42,21 @@ def test_ray_tasks_give_the_local_summary_and_skip_finished_points(sweep_file, t
     assert [row["status"] for row in again] == ["done before", "done before"]
 
 
+def test_audit_folds_train_as_ray_tasks_and_a_local_rerun_reuses_them(tmp_path, local_ray):
+    pytest.importorskip("cleanlab", reason="the [audit] extra is not installed")
+    from mnist_kit.audit import audit
+    from tests.conftest import QUICK, write_recipe
+
+    recipe = write_recipe(tmp_path / "quick.toml", QUICK.replace("limit = 5000", "limit = 1500"))
+    said = []
+    on_ray = audit(recipe, folds=2, images="test", out=tmp_path / "audit", backend=ray_backend(),
+                   on_fold=lambda k, n, status: said.append(status))
+    assert said == ["trained", "trained"] and on_ray["accuracy_out_of_sample"]["test"] > 0.8
+    local = audit(recipe, folds=2, images="test", out=tmp_path / "audit",
+                  on_fold=lambda k, n, status: said.append(status))
+    assert said[2:] == ["done before", "done before"] and local["issues"] == on_ray["issues"]
+
+
 def test_a_point_ray_cannot_place_is_reported_and_the_rest_run(sweep_file, tmp_path, local_ray):
     sweep_file.write_text(SWEEP.replace('"optimizer.lr" = [0.0, 0.003]', '"train.device" = ["cuda", "cpu"]'))
     rows, _ = run_sweep(sweep_file, tmp_path / "out", backend=ray_backend())
