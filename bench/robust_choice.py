@@ -5,11 +5,12 @@ accuracy among those whose median clean validation accuracy is within --clean-co
 
     python bench/robust_choice.py --recipe fast --seeds 0 1 2 [--clean-cost 0.05]
 
-Writes <results>/<machine>/robustness/choice-<recipe>.json; measure the chosen one on the test split with
-bench/robustness.py --set ... --name NAME.
+Writes <results>/<machine>/robustness/choice-<recipe>.json (candidates already in it, with the same --set values
+and seeds, are reused); measure the chosen one on the test split with bench/robustness.py --set ... --name NAME.
 """
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -24,11 +25,14 @@ from mnist_kit.train import train
 
 AFFINE = 'augment=[{name="affine", degrees=10.0, scale=0.1, shift=2.0, shear=5.0}]'  # fast-995's
 STRONG = 'augment=[{name="affine", degrees=20.0, scale=0.15, shift=3.0, shear=10.0}]'
+BACKGROUND = '{name="background", level=2.0, p=0.5}'
 CANDIDATES = {  # name -> --set values on top of the base recipe (the first is the base itself)
     "base": [],
     "affine": [AFFINE],
     "affine-2-epochs": [AFFINE, "train.epochs=2"],
     "strong-affine-2-epochs": [STRONG, "train.epochs=2"],
+    "background": [f"augment=[{BACKGROUND}]"],
+    "affine-background-2-epochs": [AFFINE.replace("}]", "}, " + BACKGROUND + "]"), "train.epochs=2"],
 }
 
 
@@ -39,9 +43,15 @@ def main():
     parser.add_argument("--clean-cost", type=float, default=0.05, help="points of clean validation accuracy allowed")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    path = machine_folder(args.results) / "robustness" / f"choice-{args.recipe}.json"
+    before = json.loads(path.read_text())["candidates"] if path.is_file() else {}
     rows = {}
     with tempfile.TemporaryDirectory() as out:
         for name, overrides in CANDIDATES.items():
+            if name in before and before[name]["overrides"] == overrides and \
+                    [s["seed"] for s in before[name]["seeds"]] == args.seeds:
+                rows[name] = before[name]  # measured before, the same recipe and seeds (the weights are seeded)
+                continue
             seeds = []
             for seed in args.seeds:
                 recipe = load_recipe(args.recipe, ["data.validation=5000", *overrides, f"train.seed={seed}"])
@@ -60,7 +70,6 @@ def main():
     floor = rows["base"]["median_validation_clean_accuracy"] - args.clean_cost / 100
     allowed = [name for name, row in rows.items() if row["median_validation_clean_accuracy"] >= floor - 1e-12]
     chosen = max(allowed, key=lambda name: rows[name]["median_validation_corrupted_accuracy"])
-    path = machine_folder(args.results) / "robustness" / f"choice-{args.recipe}.json"
     write_results(path, ["python", *sys.argv], {"recipe": args.recipe, "clean_cost_points": args.clean_cost,
                                                 "candidates": rows, "allowed": allowed, "chosen": chosen})
     print(f"chosen on validation: {chosen} {rows[chosen]['overrides']}; wrote {path}")

@@ -46,3 +46,17 @@ def test_shift_moves_ink_and_fills_with_blank(batch):
 def test_bad_augmentation_values_are_refused():
     with pytest.raises(UserError, match="rejected"):
         AUGMENTATIONS.build({"name": "affine", "scale": 1.5}, fill=BLANK)
+
+
+def test_background_lifts_the_paper_to_a_grey_and_keeps_the_ink(batch):
+    torch.manual_seed(2)
+    out = AUGMENTATIONS.build({"name": "background", "level": 2.0, "p": 1.0}, fill=BLANK)(batch)
+    paper = batch <= BLANK + 1e-6
+    grey = out[paper.expand_as(out)].view(-1)
+    assert grey.min() >= BLANK and grey.max() <= BLANK + 2.0 + 1e-6 and grey.mean() > BLANK + 0.5
+    levels = torch.where(paper, out, torch.full_like(out, float("inf"))).flatten(1).amin(dim=1)
+    assert torch.allclose(torch.where(paper, out, 0), torch.where(paper, levels.view(-1, 1, 1, 1), 0))  # one grey
+    ink = batch > BLANK + 2.0
+    assert torch.equal(out[ink], batch[ink])  # ink brighter than any grey is untouched
+    off = AUGMENTATIONS.build({"name": "background", "p": 0.0}, fill=BLANK)(batch)
+    assert torch.equal(off, batch)
