@@ -41,7 +41,7 @@ def test_plot_robustness_draws_several_runs_into_the_folder_it_is_given(trained_
     result = CliRunner().invoke(app, ["plot", "robustness", run, run, "--out", str(tmp_path)])
     assert result.exit_code == 0 and (tmp_path / "robustness.png").stat().st_size > 10_000, result.output
     one_line_error(CliRunner().invoke(app, ["plot", "robustness", run, run]), "needs --out")
-    one_line_error(CliRunner().invoke(app, ["plot", "curves", run, run, "--out", str(tmp_path)]), "takes one run")
+    one_line_error(CliRunner().invoke(app, ["plot", "confusion", run, run, "--out", str(tmp_path)]), "takes one run")
 
 
 def test_robustness_on_the_held_out_training_images_may_choose(trained_run, tmp_path):
