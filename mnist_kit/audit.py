@@ -128,7 +128,10 @@ def audit(recipe: str | Path, folds: int = 5, images: str = "train", overrides: 
         if images not in (split, "both"):
             continue
         given, pred = labels.numpy(), probabilities.double().numpy()
-        ranked = find_label_issues(labels=given, pred_probs=pred, return_indices_ranked_by="self_confidence")
+        # n_jobs=1: cleanlab's own worker pool forks this process, which deadlocks where Ray's threads run (a Ray
+        # audit's driver); one process ranks 70,000 images in well under a second anyway
+        ranked = find_label_issues(labels=given, pred_probs=pred, return_indices_ranked_by="self_confidence",
+                                   n_jobs=1)
         quality = get_label_quality_scores(given, pred)
         rows += [{"index": int(i), "split": split, "given": splits.classes[given[i]],
                   "suggested": splits.classes[int(pred[i].argmax())], "quality": float(quality[i])}
