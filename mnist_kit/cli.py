@@ -601,6 +601,9 @@ def audit_command(
     address: Annotated[str | None, typer.Option(
         "--address", metavar="ADDRESS", help="Ray cluster to join (host:6379, or auto) [default: $RAY_ADDRESS, else "
         "a local Ray].")] = None,
+    cpus_per_point: Annotated[int | None, typer.Option(
+        "--cpus-per-point", metavar="N", min=1, help="CPUs (threads) each fold uses [default: 1 on Ray; cores / "
+        "workers].")] = None,
     data_dir: DataDir = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     plugin: PluginOption = None,
@@ -613,17 +616,9 @@ def audit_command(
     points do; give --out a folder every node can reach.
     """
     from mnist_kit.audit import audit, contact_sheet
-    from mnist_kit.sweep import local_backend
 
     use_plugins(plugin)
-    check_backend(backend, local_only={"--workers": workers > 1}, ray_only={"--address": bool(address)},
-                  on_ray="on Ray the cluster's CPUs decide")
-    if backend == "ray":
-        from mnist_kit.cluster import ray_backend
-
-        chosen = ray_backend(address)
-    else:
-        chosen = local_backend(workers)
+    chosen = training_backend(backend, workers, address, cpus_per_point)
 
     def said(k: int, total: int, status: str) -> None:
         if not as_json:
@@ -771,16 +766,9 @@ def sweep_command(
     folder every node can reach.
     """
     from mnist_kit.recipebook import shipped_file
-    from mnist_kit.sweep import best_point, local_backend, run_sweep
+    from mnist_kit.sweep import best_point, run_sweep
 
-    check_backend(backend, local_only={"--workers": workers > 1}, ray_only={"--address": bool(address)},
-                  on_ray="on Ray the cluster's CPUs decide (see --cpus-per-point)")
-    if backend == "ray":
-        from mnist_kit.cluster import ray_backend
-
-        chosen = ray_backend(address, cpus_per_point or 1)
-    else:
-        chosen = local_backend(workers, cpus_per_point)
+    chosen = training_backend(backend, workers, address, cpus_per_point)
 
     def progress(row: dict) -> None:
         if "test_accuracy" not in row:
@@ -1032,6 +1020,19 @@ def recipes_show(name: Annotated[str, typer.Argument(
     from mnist_kit.recipebook import recipe_text
 
     print(recipe_text(name), end="")
+
+
+def training_backend(backend: str, workers: int, address: str | None, cpus_per_point: int | None = None):
+    """The sweep backend that --backend, --workers, --address and --cpus-per-point name (sweeps and audits)."""
+    from mnist_kit.sweep import local_backend
+
+    check_backend(backend, local_only={"--workers": workers > 1}, ray_only={"--address": bool(address)},
+                  on_ray="on Ray the cluster's CPUs decide (see --cpus-per-point)")
+    if backend == "ray":
+        from mnist_kit.cluster import ray_backend
+
+        return ray_backend(address, cpus_per_point or 1)
+    return local_backend(workers, cpus_per_point)
 
 
 def check_backend(backend: str, local_only: dict[str, bool], ray_only: dict[str, bool], on_ray: str) -> None:

@@ -91,3 +91,11 @@ def test_audit_without_the_extra_or_with_bad_options_is_one_line(monkeypatch, tm
                    "--images must be train, test or both")
     monkeypatch.setitem(sys.modules, "cleanlab.filter", None)
     one_line_error(CliRunner().invoke(app, ["audit", "fast", "--out", str(tmp_path)]), "needs cleanlab", "[audit]")
+
+
+@pytest.mark.parametrize("args, message", [(["--backend", "slurm"], "unknown backend"),
+                                           (["--address", "auto"], "--address is for --backend ray"),
+                                           (["--backend", "ray", "--workers", "2"], "--workers is for the local")])
+def test_audit_backend_mistakes_are_one_line(args, message):
+    pytest.importorskip("cleanlab", reason="the [audit] extra is not installed")
+    one_line_error(CliRunner().invoke(app, ["audit", "fast", *args]), message)
