@@ -92,3 +92,17 @@ def test_without_mlflow_the_option_says_how_to_install_it(quick_recipe, tmp_path
     result = CliRunner().invoke(app, ["train", str(quick_recipe), "--log", "mlflow", "--out", str(tmp_path / "runs")])
     one_line_error(result, "mlflow", "pip install -e", "[mlflow]'")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_logs_each_trial_under_one_experiment(store, tmp_path):
+    pytest.importorskip("optuna")
+    from mnist_kit.tune import run_study
+    from tests.test_tune import study_file
+
+    path = study_file(tmp_path, trials=2, pruner="none", limit=500, epochs=1)
+    path.write_text(path.read_text().replace('"train.epochs" = 1', '"train.epochs" = 1\n"train.log" = ["mlflow"]'))
+    rows, folder = run_study(path, tmp_path / "out")
+    found = store.get_experiment_by_name(f"study {folder.name}")
+    runs = store.search_runs([found.experiment_id])
+    assert len(runs) == len(rows) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.params["optimizer.lr"] for r in runs) == sorted(str(row["optimizer.lr"]) for row in rows)
