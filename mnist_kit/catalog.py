@@ -138,23 +138,16 @@ def where_curves_part(a: dict, b: dict, accuracy_gap: float = 0.1, loss_gap: flo
     either run held no images out, their training losses by more than `loss_gap` of the smaller one. `epoch` is
     None when they never part over the epochs both ran."""
     rows = list(zip(a.get("history") or [], b.get("history") or []))
-    if rows and all("val_accuracy" in row for pair in rows for row in pair):
-        compared, limit = "validation accuracy", accuracy_gap
-
-        def gap(left: dict, right: dict) -> float:
-            return 100 * abs(left["val_accuracy"] - right["val_accuracy"])
-    else:
-        compared, limit = "training loss", loss_gap
-
-        def gap(left: dict, right: dict) -> float:
-            return abs(left["train_loss"] - right["train_loss"]) / max(min(left["train_loss"], right["train_loss"]),
-                                                                       1e-12)
-    key = "val_accuracy" if compared == "validation accuracy" else "train_loss"
+    by_accuracy = bool(rows) and all("val_accuracy" in row for pair in rows for row in pair)
+    compared, key, limit = (("validation accuracy", "val_accuracy", accuracy_gap) if by_accuracy
+                            else ("training loss", "train_loss", loss_gap))
+    found = {"compared": compared, "gap": limit, "epoch": None, "values": None, "epochs_compared": len(rows)}
     for left, right in rows:
-        if gap(left, right) > limit:
-            return {"compared": compared, "gap": limit, "epoch": left["epoch"], "values": [left[key], right[key]],
-                    "epochs_compared": len(rows)}
-    return {"compared": compared, "gap": limit, "epoch": None, "values": None, "epochs_compared": len(rows)}
+        x, y = left[key], right[key]
+        apart = 100 * abs(x - y) if by_accuracy else abs(x - y) / max(min(x, y), 1e-12)  # points, or a share
+        if apart > limit:
+            return {**found, "epoch": left["epoch"], "values": [x, y]}
+    return found
 
 
 def diff_runs(run_a: Path | str, run_b: Path | str, everything: bool = False, accuracy_gap: float = 0.1,

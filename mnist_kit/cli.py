@@ -200,6 +200,7 @@ def train_command(
     from mnist_kit.distributed import leave
     from mnist_kit.fallback import train_with_fallback
     from mnist_kit.recipe import load_recipe
+    from mnist_kit.record import EVENTS, HISTORY, METADATA, PTH, SAFETENSORS
 
     if (recipe is None) == (resume is None):
         raise UserError("give a RECIPE to train, or --resume RUN to continue one (not both)")
@@ -231,13 +232,14 @@ def train_command(
                       f"{result.test_accuracy:.2%}", f"{result.metadata['wall_seconds']:.0f}", str(result.run_dir))
     console.print(table)
     final = results[-1].run_dir
-    console.print(f"Wrote {final}/model.pth, model.safetensors, metadata.json and history.csv"
-                  + (" (TensorBoard events in tensorboard/)" if (final / "tensorboard").is_dir() else ""),
+    events = (final / EVENTS).is_dir()
+    console.print(f"Wrote {final}/{PTH}, {SAFETENSORS}, {METADATA} and {HISTORY}"
+                  + (f" (TensorBoard events in {EVENTS}/)" if events else ""),
                   highlight=False, soft_wrap=True)
     me, run = command(), quote(final)  # what works here: mnist-kit, or .venv/bin/mnist-kit when not activated
     console.print(f"Next:\n  {me} eval {run}\n  {me} plot all {run}\n"
                   f"  {me} predict {run} my-digit.jpg --show-input {quote(final / 'inputs')}"
-                  + (f"\n  {tool('tensorboard')} --logdir {quote(final.parent)}" if (final / "tensorboard").is_dir()
+                  + (f"\n  {tool('tensorboard')} --logdir {quote(final.parent)}" if events
                      else "") + mlflow_ui_line(results[-1].metadata), highlight=False, markup=False, soft_wrap=True)
 
 
@@ -488,9 +490,10 @@ def plot_command(
 
 def find_plots_folder(run: Path) -> Path:
     """RUN/plots of a run folder or of the folder a weights file is in."""
+    from mnist_kit.record import PLOTS
     from mnist_kit.runs import find_run
 
-    return find_run(run).run_dir / "plots"
+    return find_run(run).run_dir / PLOTS
 
 
 @app.command("predict", cls=Help)

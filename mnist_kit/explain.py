@@ -15,6 +15,7 @@ from torch import nn
 
 from mnist_kit.errors import UserError
 from mnist_kit.invocation import install_hint
+from mnist_kit.record import PLOTS
 
 METHODS = ("ig", "saliency")
 STEPS = 64  # integrated gradients' path steps: the delta of a `fast` run is ~1e-3 of the output difference
@@ -135,7 +136,7 @@ def plot_explanations(path, out_dir=None, data_dir=None, count: int = 8, method:
     require_captum()
     predictor = open_run(path)
     run = predictor.run
-    out = Path(out_dir) if out_dir else run.run_dir / "plots"
+    out = Path(out_dir) if out_dir else run.run_dir / PLOTS
     splits = run_dataset(run, data_dir)
     outputs = outputs_on_split(run, predictor.scores, splits).float()
     confidence, predicted = (outputs / predictor.temperature).softmax(dim=1).max(dim=1)

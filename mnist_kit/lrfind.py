@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
-
 from mnist_kit.assemble import build_parts, check_recipe
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.data import batch_order
@@ -24,7 +22,7 @@ from mnist_kit.distributed import ALONE
 from mnist_kit.errors import UserError
 from mnist_kit.recipe import Recipe, recipe_hash, recipe_to_dict
 from mnist_kit.settings import data_settings, train_settings
-from mnist_kit.train import load_tensors, seed_everything  # the loop's own data path and seeding
+from mnist_kit.train import augmented, descend, load_tensors, seed_everything  # the loop's own pieces
 
 SMOOTHING = 0.9  # EMA weight of the past: ~10 batches averaged; more lags the curve behind the learning rate
 BEGINS = 0.1  # the descent begins where the smoothed loss has fallen this share of its whole drop
@@ -51,12 +49,19 @@ def schedule(start: float, end: float, steps: int) -> list[float]:
     return [start * ratio**i for i in range(steps)]
 
 
+def ema_step(average: float, loss: float, i: int, beta: float = SMOOTHING) -> tuple[float, float]:
+    """The moving average after the i-th loss (1-based), and its bias-corrected value (the first values are not
+    pulled to zero)."""
+    average = beta * average + (1 - beta) * loss
+    return average, average / (1 - beta**i)
+
+
 def smooth(losses: list[float], beta: float = SMOOTHING) -> list[float]:
-    """The exponential moving average of the losses, bias-corrected so the first values are not pulled to zero."""
+    """The exponential moving average of the losses, bias-corrected."""
     average, out = 0.0, []
     for i, loss in enumerate(losses, start=1):
-        average = beta * average + (1 - beta) * loss
-        out.append(average / (1 - beta**i))
+        average, value = ema_step(average, loss, i, beta)
+        out.append(value)
     return out
 
 
@@ -113,7 +118,7 @@ def lr_range_test(recipe: Recipe, *, data_dir: Path | str | None = None, start: 
     parts = build_parts(recipe.config, splits.spec, steps_per_epoch, device, fill=splits.fill)
     precision = resolve_precision(settings.precision, device)
     parts.model.train()
-    lrs, losses, best, stopped = [], [], math.inf, "reached the end"
+    lrs, losses, curve, best, stopped, average = [], [], [], math.inf, "reached the end", 0.0
     order = iter(())
     for step, lr in enumerate(schedule(start, end, steps), start=1):
         index = next(order, None)
@@ -122,25 +127,20 @@ def lr_range_test(recipe: Recipe, *, data_dir: Path | str | None = None, start: 
             index = next(order)
         for group in parts.optimizer.param_groups:
             group["lr"] = lr
-        x, y = tensors.train_x[index], tensors.train_y[index]
-        with torch.no_grad():
-            for transform in parts.augment:
-                x = transform(x)
+        x, y = augmented(parts.augment, tensors.train_x[index]), tensors.train_y[index]
         with precision_context(precision, device):
             loss = parts.loss(parts.model(x), y)
-        parts.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        parts.optimizer.step()
+        descend(parts.optimizer, loss)
         lrs.append(lr)
         losses.append(loss.item())
-        smoothed = smooth(losses)[-1]
+        average, smoothed = ema_step(average, losses[-1], step)
+        curve.append(smoothed)
         if on_step:
             on_step(step, steps, lr, smoothed)
         if not math.isfinite(smoothed) or smoothed > stop_factor * best:
             stopped = f"diverged at step {step}"
             break
         best = min(best, smoothed)
-    curve = smooth(losses)
     return RangeTest(recipe.name, float(recipe.config["optimizer"]["lr"]), lrs, losses, curve,
                      suggest(lrs, curve), stopped, precision, machine(device))
 

@@ -32,6 +32,8 @@ LAST = "last.pth"
 HISTORY = "history.csv"
 HUB_CONFIG = "config.json"  # a Hub folder's record (mnist-kit export --format hf): a run too
 LATEST = "latest"  # beside the run folders: names the one that finished last
+PLOTS = "plots"  # RUN/plots: the PNGs `mnist-kit plot` writes by default
+EVENTS = "tensorboard"  # RUN/tensorboard: TensorBoard's event files (`tensorboard --logdir runs` finds every run's)
 MAX_METADATA_BYTES = 16 * 2**20  # a real one is ~20 KB; a file claiming more is not read
 
 

@@ -20,6 +20,7 @@ from mnist_kit.export import load_state_dict
 from mnist_kit.recipe import Recipe, recipe_from_dict
 from mnist_kit.record import (
     METADATA,
+    PLOTS,
     PTH,
     SAFETENSORS,
     metadata_path,
@@ -321,7 +322,7 @@ def plot_run(kind: str, path: Path | str, out_dir: Path | str | None = None, dat
         known = (*PLOT_KINDS, "explanations")  # explanations: mnist_kit.explain.plot_explanations (the CLI's plot)
         raise UserError(f"unknown plot {kind!r}; known: {', '.join(known)}, all." + closest(kind, known))
     run = find_run(path)
-    out = Path(out_dir) if out_dir else run.run_dir / "plots"
+    out = Path(out_dir) if out_dir else run.run_dir / PLOTS
     figures = {}
     if "curves" in kinds:
         figures["curves"] = curves_figure(run.metadata["history"])

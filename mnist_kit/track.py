@@ -19,11 +19,11 @@ from torch import nn
 
 from mnist_kit.errors import UserError
 from mnist_kit.invocation import install_hint
+from mnist_kit.record import EVENTS, HISTORY, METADATA, PLOTS, SAFETENSORS
 
-EVENTS_DIR = "tensorboard"  # inside the run folder: `tensorboard --logdir runs` finds every run's
 WORST = 32  # mistakes shown at the end, the most confident first
 PACKAGES = {"tensorboard": "tensorboard", "mlflow": "mlflow"}  # logger -> the module it needs (and the extra's name)
-ARTIFACTS = ("model.safetensors", "metadata.json", "history.csv")  # a run's files MLflow keeps, with RUN/plots/*.png
+ARTIFACTS = (SAFETENSORS, METADATA, HISTORY)  # a run's files MLflow keeps, with RUN/plots/*.png
 
 
 def check_loggers(names: list[str]) -> None:
@@ -50,7 +50,7 @@ def open_events(run_dir: Path, done_steps: int):
     """A SummaryWriter into RUN/tensorboard; a resumed run drops what was logged after its last checkpoint."""
     from torch.utils.tensorboard import SummaryWriter
 
-    return SummaryWriter(log_dir=str(run_dir / EVENTS_DIR), purge_step=done_steps + 1 if done_steps else None)
+    return SummaryWriter(log_dir=str(run_dir / EVENTS), purge_step=done_steps + 1 if done_steps else None)
 
 
 def log_steps(writer, epoch: int, steps_per_epoch: int, losses: torch.Tensor, lrs: list[float]) -> None:
@@ -172,8 +172,8 @@ class MLflow:
         for name in ARTIFACTS:
             if (final.run_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(final.run_dir / name))
-        for plot in sorted((final.run_dir / "plots").glob("*.png")):
-            self.client.log_artifact(self.run_id, str(plot), artifact_path="plots")
+        for plot in sorted((final.run_dir / PLOTS).glob("*.png")):
+            self.client.log_artifact(self.run_id, str(plot), artifact_path=PLOTS)
 
     def close(self, status: str) -> None:
         self.client.set_terminated(self.run_id, status)

@@ -174,7 +174,8 @@ def fit(recipe: Recipe, *, data_dir: Path | str | None = None, out_dir: Path = P
     loop, settings, history = run.loop, run.settings, run.history
     quiet, console = (quiet, console or Console()) if run.world.main else (True, Console(quiet=True))
     trackers = open_trackers(settings.log, run.run_dir, len(history), loop.steps_per_epoch, recipe.name,
-                             recipe.config, run_tags(run), experiment, run.tracked) if run.world.main else []
+                             recipe.config, run_tags(run), experiment, run.tracked) \
+        if settings.log and run.world.main else []  # the tags ask git and the CPU: only for a run that is tracked
     scores, status = None, "FAILED"
     try:
         with stop_signals() as signals, failures_as_errors(run, signals), \
@@ -334,10 +335,7 @@ def train_epoch(loop: Loop, display, epoch: int) -> Trained:
     lrs, seen = [], 0
     for step, index in enumerate(batch_order(len(labels), loop.batch_size, loop.generator, images.device), start=1):
         index = share(index, world)  # every process draws the same order and takes its part of each batch
-        x, y = images[index], labels[index]
-        with torch.no_grad():
-            for transform in parts.augment:
-                x = transform(x)
+        x, y = augmented(parts.augment, images[index]), labels[index]
         with precision_context(loop.precision, images.device):
             if loop.data.outliers_x is None:
                 output = loop.stepped(x)
@@ -347,9 +345,7 @@ def train_epoch(loop: Loop, display, epoch: int) -> Trained:
                 both = loop.stepped(torch.cat([x, loop.data.outliers_x[pick.to(images.device)]]))
                 output = both[:len(y)]
                 loss = parts.loss(output, y) + loop.outlier_weight * uniform_loss(both[len(y):])
-        parts.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        parts.optimizer.step()
+        descend(parts.optimizer, loss)
         lrs.append(parts.optimizer.param_groups[0]["lr"])
         parts.scheduler.step()
         if parts.ema is not None:
@@ -368,6 +364,21 @@ def train_epoch(loop: Loop, display, epoch: int) -> Trained:
     if not math.isfinite(loss_total):
         raise diverged(losses, lrs, epoch)
     return Trained(loss_total / seen_total, correct_total / seen_total, losses, lrs)
+
+
+def augmented(augment: list[Callable], x: torch.Tensor) -> torch.Tensor:
+    """A batch through the recipe's augmentations, in order (no gradients: they are data, not model)."""
+    with torch.no_grad():
+        for transform in augment:
+            x = transform(x)
+    return x
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """One optimizer step on the loss's gradients."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 def uniform_loss(outputs: torch.Tensor) -> torch.Tensor:

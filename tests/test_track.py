@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from mnist_kit.cli import app
 from mnist_kit.recipe import load_recipe, recipe_hash
+from mnist_kit.record import EVENTS as EVENTS_DIR
 from mnist_kit.record import HISTORY as HISTORY_CSV
-from mnist_kit.track import EVENTS_DIR
 from mnist_kit.train import train
 from tests.conftest import QUICK, one_line_error, write_recipe
 
