@@ -16,7 +16,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-audit bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-verdict-best bench-audit bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -29,7 +29,8 @@ help:
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make bench-records                                            the records table's rows over seeds (about 3 hours)"
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
-	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 10 min)"
+	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 15 min)"
+	@echo "make bench-verdict-best SEEDS='0 1 2'                           best calibrated and its corruption report (about 40 min a seed)"
 	@echo "make bench-lrfind                                             lr-find's suggestion for baseline vs its shipped lr, 3 epochs x 3 seeds (about 3 min)"
 	@echo "make bench-audit                                              the label audit of fast, 5 folds (about 2 min)"
 	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
@@ -94,13 +95,24 @@ bench-ensemble: $(DEV_STAMP)
 		$(PY) bench/ensemble.py --name best-10-seeds runs/bench/best-seed-[0-9] --results bench/results; fi
 
 # calibration and verdicts over 5 seeds (docs/confidence.md): fast with 5,000 images held out, without and with
-# outlier exposure (about 10 minutes on 2 cores)
+# outlier exposure (without and with other scripts' glyphs; about 15 minutes on 2 cores)
 bench-verdict: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(CLI) data fetch --dataset fashion-mnist
 	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
 	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
 		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}'
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers-glyphs \
+		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles","glyphs"]}'
+
+# best with 5,000 images held out, calibrated and judged, then its corruption report (about 40 minutes a seed on the
+# AVX2 machine; the runs are kept in runs/bench/best-validation, and a seed already trained is reused)
+bench-verdict-best: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(CLI) data fetch --dataset fashion-mnist
+	$(PY) bench/verdict.py best --seeds $(SEEDS) --name best-validation --keep runs/bench/best-validation
+	$(PY) bench/robustness.py --runs $$(for s in $(SEEDS); do ls -d runs/bench/best-validation/seed-$$s/best-*; done) \
+		--name best-validation
 
 # lr-find's suggestion for baseline against its shipped learning rate, 3 epochs over 3 seeds (about 3 minutes)
 bench-lrfind: $(DEV_STAMP)

@@ -2,6 +2,9 @@
 test split as it is and under the 15 MNIST-C-style corruptions generated here.
 
     python bench/robustness.py --recipe fast --seeds 0 1 2 3 4 [--set KEY=VALUE ...] [--name NAME]
+    python bench/robustness.py --runs runs/bench/best-validation/seed-*/2* --name best-validation
+
+--runs scores runs already trained (one per seed, e.g. those bench/verdict.py --keep kept) instead of training.
 
 Writes <results>/<machine>/robustness/<name>.json: per seed the clean accuracy, each corruption's and their mean;
 the medians over seeds.
@@ -19,6 +22,7 @@ from rich.console import Console
 from mnist_kit.corrupt import CORRUPTIONS
 from mnist_kit.recipe import load_recipe, recipe_hash
 from mnist_kit.robustness import robustness_of_runs
+from mnist_kit.runs import find_run
 from mnist_kit.train import train
 
 
@@ -29,10 +33,18 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--name", help="the results file's name [default: the recipe's]")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--runs", type=Path, nargs="+", help="score these runs instead of training")
     args = parser.parse_args()
     rows = []
+    for row in robustness_of_runs(args.runs) if args.runs else []:
+        metadata = find_run(row["run"]).metadata
+        rows.append({**row, "run": Path(row["run"]).name, "recipe_hash": metadata["recipe_hash"],
+                     "test_accuracy": metadata["test_accuracy"]})
+        args.recipe, args.overrides = row["recipe"], ["(runs given: each row's recipe_hash says which recipe)"]
+        print(f"{args.recipe} seed {row['seed']}: clean {row['clean']:.2%}, mean corrupted {row['mean']:.2%}",
+              flush=True)
     with tempfile.TemporaryDirectory() as out:
-        for seed in args.seeds:
+        for seed in [] if args.runs else args.seeds:
             recipe = load_recipe(args.recipe, [*args.overrides, f"train.seed={seed}"])
             run = train(recipe, out_dir=Path(out), quiet=True, console=Console(quiet=True))
             (row,) = robustness_of_runs([run.run_dir])

@@ -6,6 +6,9 @@ selective accuracy) and outlier sets made with other seeds (AUROC of each score,
     python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
     python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
         --set 'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}'
+    python bench/verdict.py best --seeds 0 1 2 --name best-validation --keep runs/bench/best-validation
+
+--keep DIR keeps each seed's run as DIR/seed-N (bench/robustness.py --runs can then score them).
 
 Writes <results>/<machine>/verdict/<name>.json (`make bench-verdict` measures the sets the docs quote).
 """
@@ -20,12 +23,14 @@ import torch
 from record import machine_folder, write_results
 from rich.console import Console
 
+from mnist_kit.checkpoint import load_last
 from mnist_kit.confidence import calibrate_run, outputs_on_images
 from mnist_kit.data import load_dataset
 from mnist_kit.outliers import cached_outliers
-from mnist_kit.recipe import load_recipe, recipe_hash, recipe_path
+from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path
+from mnist_kit.record import LAST, METADATA, is_finished, read_metadata
 from mnist_kit.runs import build_run_model_from, find_run, run_dataset
-from mnist_kit.train import train
+from mnist_kit.train import resume, train
 from mnist_kit.verdict import SCORES, auroc, digit_scores, has_logits
 
 MEASURING_SEED = 2  # outlier sets drawn with seeds nothing trained (1) or chose (0) on
@@ -43,13 +48,25 @@ def outlier_sets(data_dir=None) -> dict[str, torch.Tensor]:
     return sets
 
 
+def trained_run(recipe, out: Path) -> Path:
+    """The run of this very recipe kept in `out`: reused when finished, resumed when interrupted, else trained."""
+    digest = recipe_hash(recipe)
+    for folder in sorted(p for p in out.glob("*") if p.is_dir() and not p.is_symlink()):
+        metadata = read_metadata(folder / METADATA) if is_finished(folder) else None
+        if metadata and metadata.get("recipe_hash") == digest:
+            return folder
+        if (folder / LAST).is_file() and recipe_hash(recipe_from_dict(load_last(folder)["recipe"])) == digest:
+            return resume(folder, quiet=True, console=Console(quiet=True)).run_dir
+    return train(recipe, out_dir=out, quiet=True, console=Console(quiet=True)).run_dir
+
+
 def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: Path) -> dict:
-    """Train, calibrate and judge one seed."""
+    """Train (or reuse a kept run), calibrate and judge one seed."""
     recipe = load_recipe(recipe_path(recipe_name), [f"data.validation={VALIDATION}", f"train.seed={seed}",
                                                     *overrides])
-    trained = train(recipe, out_dir=out, quiet=True, console=Console(quiet=True))
-    calibrated = calibrate_run(trained.run_dir)
-    run = find_run(trained.run_dir)
+    run_dir = trained_run(recipe, out)
+    calibrated = calibrate_run(run_dir)
+    run = find_run(run_dir)
     model, _ = build_run_model_from(run)
     splits = run_dataset(run)
     digits = outputs_on_images(run, model, splits.test_images, splits)
@@ -60,7 +77,7 @@ def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: 
         outputs = outputs_on_images(run, model, pixels, splits)
         separation[name] = {score: auroc(digit_scores(digits, temperature, score),
                                          digit_scores(outputs, temperature, score)) for score in names}
-    return {"seed": seed, "recipe_hash": recipe_hash(recipe), "wall_seconds": trained.metadata["wall_seconds"],
+    return {"seed": seed, "recipe_hash": recipe_hash(recipe), "wall_seconds": run.metadata["wall_seconds"],
             "test_accuracy": calibrated["test_before"]["accuracy"], "temperature": temperature,
             "test_before": calibrated["test_before"], "test_after": calibrated["test_after"],
             "verdict": calibrated["verdict"], "test_verdicts": calibrated["test_verdicts"], "auroc": separation}
@@ -91,12 +108,14 @@ def main():
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--name", required=True, help="the results file's name")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--keep", type=Path, help="keep each seed's run as KEEP/seed-N")
     args = parser.parse_args()
     sets = outlier_sets()
     rows = []
-    with tempfile.TemporaryDirectory() as out:
+    with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
-            rows.append(measure(args.recipe, seed, args.overrides, sets, Path(out)))
+            out = args.keep / f"seed-{seed}" if args.keep else Path(scratch)
+            rows.append(measure(args.recipe, seed, args.overrides, sets, out))
             r = rows[-1]
             aurocs = "  ".join(f"{name} {max(v.values()):.4f}" for name, v in r["auroc"].items())
             print(f"seed {seed}: test {r['test_accuracy']:.2%}, ECE {r['test_before']['ece']:.2%} -> "

@@ -1,12 +1,14 @@
 """Images that are not digits, made here and deterministically (a seed per set), to measure and choose how a model
 says "not a digit": shapes, letters and scribbles drawn with PIL on paper as a user draws, photographed variants of
-them (paper, lighting, blur, noise, JPEG), and Fashion-MNIST's clothes. Each becomes a 28x28 input the way predict
+them (paper, lighting, blur, noise, JPEG), glyphs of other scripts and symbols (to train on, never Latin letters),
+and Fashion-MNIST's clothes. Each becomes a 28x28 input the way predict
 makes one (mnist_kit.predict.mnist_like), so the model sees them as it sees a user's image.
 
 Which set chooses and which only measures is the caller's to keep apart: mnist_kit.verdict chooses on `shapes`
 (and validation digits), never on the others.
 """
 
+import functools
 import io
 import math
 from pathlib import Path
@@ -21,9 +23,17 @@ from mnist_kit.predict import decode_gray, mnist_like
 
 PAPER = 280  # drawings are made on a 280x280 page, as the draw page's canvas
 DRAWN = ("shapes", "letters", "scribbles")
-SETS = (*DRAWN, "photos")  # photos: letters, shapes and scribbles photographed (a seed range of their own)
+SETS = (*DRAWN, "photos", "glyphs")  # photos: letters, shapes and scribbles photographed (a seed range of their own)
 # capital and small letters that no digit is written like (no O/o/D, I/l/i/j, Z/z, S/s, B, G/b/g/q, T/t, J, L, y)
 LETTERS = "ACEFHKMNPRUVWXYaefhkmnruvwx"
+# Letters of other scripts (Greek, Cyrillic, Hebrew), symbols and pictograms that outlier exposure may train on, so
+# that the Latin letters above stay a family no model saw: none is written like a Latin letter of any case (no Α/α/a,
+# Η/η/n, Ρ/ρ, Χ/χ, Ν/ν, μ/u, ω/w, И/N or Я/R mirrored, Λ/A, כ/C, ¥/Y, €, ©, ✓, ∪) or like a digit (no θ/Θ, δ, σ, ε,
+# ζ, Б/б, З, Ч, Э, Ь, ו/ן/ז, ס, ד, /, |, $, §)
+GLYPHS = ("βγλξπφψΓΔΞΠΣΦΨΩДЖЛЦШЩЫЮджлфцшщыю" "אגלמפצת"
+          "&@#%*+=~∞≠±√∂∇≈÷¶♠♣♥♦☺★☀☁☂☃☯☮⚓✈✂☎♞♛♜⌘♫☠")
+GLYPH_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSerif.ttf",
+               "DejaVuSerif-Bold.ttf", "DejaVuSansMono.ttf")  # the fonts matplotlib ships, where they have the glyph
 SHAPES = ("star", "triangle", "heart", "grid", "arrow", "smiley", "spiral", "zigzag", "house", "cross-hatch")
 
 
@@ -99,10 +109,36 @@ def page(strokes: list[list[tuple[float, float]]], width: int) -> Image.Image:
 
 def letter_page(letter: str, rng: np.random.Generator) -> Image.Image:
     """A letter in Pillow's own font (the same on every machine), turned and sheared a little, on a white page."""
-    font = ImageFont.load_default(size=int(rng.integers(150, 220)))
+    return text_page(letter, ImageFont.load_default(size=int(rng.integers(150, 220))), rng)
+
+
+def font_file(name: str) -> Path:
+    """One of the fonts matplotlib ships (a dependency, so the same wherever mnist-kit is installed)."""
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+
+
+@functools.cache
+def fonts_with(glyph: str) -> tuple[str, ...]:
+    """The GLYPH_FONTS that draw `glyph` (not every font has Hebrew or pictograms: a missing one draws a box)."""
+    from fontTools.ttLib import TTFont  # matplotlib's own dependency
+
+    return tuple(name for name in GLYPH_FONTS if ord(glyph) in TTFont(font_file(name), lazy=True).getBestCmap())
+
+
+def glyph_page(glyph: str, rng: np.random.Generator) -> Image.Image:
+    """A glyph in one of the fonts that have it, drawn as a letter is."""
+    names = fonts_with(glyph)
+    font = ImageFont.truetype(str(font_file(names[int(rng.integers(len(names)))])), size=int(rng.integers(130, 200)))
+    return text_page(glyph, font, rng)
+
+
+def text_page(text: str, font: ImageFont.FreeTypeFont, rng: np.random.Generator) -> Image.Image:
+    """Text centred on a white page, drawn thicker by a random stroke, then sheared and turned a little."""
     image = Image.new("L", (PAPER, PAPER), 255)
     draw = ImageDraw.Draw(image)
-    draw.text((PAPER / 2, PAPER / 2), letter, fill=0, font=font, anchor="mm", stroke_width=int(rng.integers(0, 6)),
+    draw.text((PAPER / 2, PAPER / 2), text, fill=0, font=font, anchor="mm", stroke_width=int(rng.integers(0, 6)),
               stroke_fill=0)
     shear = rng.uniform(-0.25, 0.25)
     image = image.transform(image.size, Image.Transform.AFFINE, (1, shear, -shear * PAPER / 2, 0, 1, 0),
@@ -125,6 +161,8 @@ def drawing(kind: str, index: int, rng: np.random.Generator) -> Image.Image:
     """The index-th drawing of a set (cycling through its shapes or letters) as a white page with black ink."""
     if kind == "letters":
         return letter_page(LETTERS[index % len(LETTERS)], rng)
+    if kind == "glyphs":
+        return glyph_page(GLYPHS[index % len(GLYPHS)], rng)
     if kind == "shapes":
         return page(jitter(shape_points(SHAPES[index % len(SHAPES)], rng), rng), pen(rng))
     if kind == "scribbles":

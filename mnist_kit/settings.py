@@ -10,8 +10,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 LOGGERS = ("tensorboard", "mlflow")  # train.log: trackers beside history.csv (which every run writes)
-OUTLIER_SOURCES = ("fashion-mnist", "shapes", "scribbles")  # train.outliers: images that are not digits (letters
-# and photographs are left to measure with, never trained on)
+OUTLIER_SOURCES = ("fashion-mnist", "shapes", "scribbles", "glyphs")  # train.outliers: images that are not digits
+# (Latin letters and photographs are left to measure with, never trained on)
 
 
 def outliers_rule(value: dict) -> bool:

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mnist_kit.cli import app
 from mnist_kit.confidence import calibrate_run
 from mnist_kit.inference import open_predictor
-from mnist_kit.outliers import SETS, cached_outliers, outlier_images
+from mnist_kit.outliers import GLYPHS, LETTERS, SETS, cached_outliers, fonts_with, outlier_images
 from mnist_kit.protocol import infer, model_metadata
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
@@ -60,6 +60,16 @@ def test_outlier_sets_are_made_the_same_way_every_time_and_cached_as_data(tmp_pa
     (cached,) = (tmp_path / "outliers").iterdir()
     cached.write_bytes(b"not an array")  # a broken cache is made again
     assert torch.equal(made, cached_outliers("shapes", 5, 3, tmp_path))
+
+
+def test_glyphs_to_train_on_are_never_latin_letters_or_digits_and_every_one_has_a_font():
+    import unicodedata
+
+    assert len(set(GLYPHS)) == len(GLYPHS) and not set(GLYPHS) & set(LETTERS)
+    for glyph in GLYPHS:
+        name = unicodedata.name(glyph)
+        assert "LATIN" not in name and "DIGIT" not in name and not glyph.isdigit(), name
+        assert fonts_with(glyph), name  # drawn in a font that has it: never the missing-glyph box
 
 
 def test_a_recipe_names_only_known_outlier_sets(tmp_path):
