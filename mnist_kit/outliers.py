@@ -1,8 +1,8 @@
 """Images that are not digits, made here and deterministically (a seed per set), to measure and choose how a model
 says "not a digit": shapes, letters and scribbles drawn with PIL on paper as a user draws, photographed variants of
 them (paper, lighting, blur, noise, JPEG), glyphs of other scripts and symbols (to train on, never Latin letters),
-and Fashion-MNIST's clothes. Each becomes a 28x28 input the way predict
-makes one (mnist_kit.predict.mnist_like), so the model sees them as it sees a user's image.
+and Fashion-MNIST's clothes. Each becomes a 28x28 input the way predict makes one (mnist_kit.predict.mnist_like), so
+the model sees them as it sees a user's image.
 
 Which set chooses and which only measures is the caller's to keep apart: mnist_kit.verdict chooses on `shapes`
 (and validation digits), never on the others.
@@ -120,11 +120,16 @@ def font_file(name: str) -> Path:
 
 
 @functools.cache
-def fonts_with(glyph: str) -> tuple[str, ...]:
-    """The GLYPH_FONTS that draw `glyph` (not every font has Hebrew or pictograms: a missing one draws a box)."""
+def characters_in(name: str) -> frozenset[int]:
+    """The code points a font has a glyph for."""
     from fontTools.ttLib import TTFont  # matplotlib's own dependency
 
-    return tuple(name for name in GLYPH_FONTS if ord(glyph) in TTFont(font_file(name), lazy=True).getBestCmap())
+    return frozenset(TTFont(font_file(name), lazy=True).getBestCmap())
+
+
+def fonts_with(glyph: str) -> tuple[str, ...]:
+    """The GLYPH_FONTS that draw `glyph` (not every font has Hebrew or pictograms: a missing one draws a box)."""
+    return tuple(name for name in GLYPH_FONTS if ord(glyph) in characters_in(name))
 
 
 def glyph_page(glyph: str, rng: np.random.Generator) -> Image.Image:
