@@ -49,6 +49,9 @@ def test_huggingface_hub_parses_the_card(hub_folder, trained_run):
 
 
 def test_mnist_kit_opens_the_folder_as_a_run(hub_folder, trained_run, tmp_path):
+    # eval writes its report (eval.json) beside the weights: on a copy, so the shared folder stays as exported
+    # whichever test runs first
+    hub_folder = shutil.copytree(hub_folder, tmp_path / "copy")
     result = runner.invoke(app, ["eval", str(hub_folder), "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["accuracy"] == trained_run.test_accuracy
