@@ -40,9 +40,10 @@ def main():
         metadata = find_run(row["run"]).metadata
         rows.append({**row, "run": Path(row["run"]).name, "recipe_hash": metadata["recipe_hash"],
                      "test_accuracy": metadata["test_accuracy"]})
-        args.recipe, args.overrides = row["recipe"], ["(runs given: each row's recipe_hash says which recipe)"]
-        print(f"{args.recipe} seed {row['seed']}: clean {row['clean']:.2%}, mean corrupted {row['mean']:.2%}",
+        print(f"{row['recipe']} seed {row['seed']}: clean {row['clean']:.2%}, mean corrupted {row['mean']:.2%}",
               flush=True)
+    if args.runs:
+        args.recipe, args.overrides = rows[0]["recipe"], ["(runs given: each row's recipe_hash says which recipe)"]
     with tempfile.TemporaryDirectory() as out:
         for seed in [] if args.runs else args.seeds:
             recipe = load_recipe(args.recipe, [*args.overrides, f"train.seed={seed}"])

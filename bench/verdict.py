@@ -23,13 +23,12 @@ import torch
 from record import machine_folder, write_results
 from rich.console import Console
 
-from mnist_kit.checkpoint import load_last
 from mnist_kit.confidence import calibrate_run, outputs_on_images
 from mnist_kit.data import load_dataset
 from mnist_kit.outliers import cached_outliers
-from mnist_kit.recipe import load_recipe, recipe_from_dict, recipe_hash, recipe_path
-from mnist_kit.record import LAST, METADATA, is_finished, read_metadata
+from mnist_kit.recipe import load_recipe, recipe_hash, recipe_path
 from mnist_kit.runs import build_run_model_from, find_run, run_dataset
+from mnist_kit.sweep import Point, finished_run, unfinished_run
 from mnist_kit.train import resume, train
 from mnist_kit.verdict import SCORES, auroc, digit_scores, has_logits
 
@@ -49,14 +48,13 @@ def outlier_sets(data_dir=None) -> dict[str, torch.Tensor]:
 
 
 def trained_run(recipe, out: Path) -> Path:
-    """The run of this very recipe kept in `out`: reused when finished, resumed when interrupted, else trained."""
-    digest = recipe_hash(recipe)
-    for folder in sorted(p for p in out.glob("*") if p.is_dir() and not p.is_symlink()):
-        metadata = read_metadata(folder / METADATA) if is_finished(folder) else None
-        if metadata and metadata.get("recipe_hash") == digest:
-            return folder
-        if (folder / LAST).is_file() and recipe_hash(recipe_from_dict(load_last(folder)["recipe"])) == digest:
-            return resume(folder, quiet=True, console=Console(quiet=True)).run_dir
+    """The run of this very recipe kept in `out`: reused when finished, resumed when interrupted, else trained (as a
+    sweep's point is: the same lookups by resolved-recipe hash)."""
+    kept = Point(index=0, values={}, overrides={}, folder=out, recipe_hash=recipe_hash(recipe))
+    if found := finished_run(kept):
+        return found[0]
+    if partial := unfinished_run(kept):
+        return resume(partial, quiet=True, console=Console(quiet=True)).run_dir
     return train(recipe, out_dir=out, quiet=True, console=Console(quiet=True)).run_dir
 
 
