@@ -16,7 +16,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-verdict-best bench-audit bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-verdict-best bench-audit bench-exclude bench-exclude-best bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -33,6 +33,8 @@ help:
 	@echo "make bench-verdict-best SEEDS='0 1 2'                           best calibrated and its corruption report (about 40 min a seed)"
 	@echo "make bench-lrfind                                             lr-find's suggestion for baseline vs its shipped lr, 3 epochs x 3 seeds (about 3 min)"
 	@echo "make bench-audit                                              the label audit of fast, 5 folds (about 2 min)"
+	@echo "make bench-exclude                                            fast without the audit's suspected labels, 5 seeds (about 8 min)"
+	@echo "make bench-exclude-best SEEDS='0 1 2'                         best with and without them (about 35 min a seed and arm)"
 	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
 	@echo "make data                                                     fetch and verify MNIST into ~/.cache/mnist-kit (or \$$MNIST_KIT_DATA)"
 	@echo "make lint                                                     ruff"
@@ -123,6 +125,19 @@ bench-lrfind: $(DEV_STAMP)
 bench-audit: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(PY) bench/audit.py --recipe fast --folds 5
+
+# what leaving out the audit's suspected training labels does, validation choosing how many (the audit's folds are
+# reused when trained before); best's runs with nothing left out are bench-verdict-best's, reused
+bench-exclude: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(CLI) audit fast --folds 5 --images both --out audits/fast
+	$(PY) bench/exclude.py --recipe fast --issues audits/fast/train-issues.txt --drop 0 15 30 62 --seeds 0 1 2 3 4
+
+bench-exclude-best: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(CLI) audit fast --folds 5 --images both --out audits/fast
+	$(PY) bench/exclude.py --recipe best --issues audits/fast/train-issues.txt --drop 0 62 --seeds $(SEEDS) \
+		--keep runs/bench/best-validation
 
 # one recipe over seeds, a results file per seed (seeds already measured for this very recipe are skipped)
 bench-seeds: $(DEV_STAMP)

@@ -10,10 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
+from rich.console import Console
 
 from mnist_kit.atomic import write_json_atomic
 from mnist_kit.device import machine
 from mnist_kit.export import git_commit
+from mnist_kit.recipe import recipe_hash
+from mnist_kit.sweep import Point, finished_run, unfinished_run
+from mnist_kit.train import resume, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -36,6 +40,17 @@ def machine_folder(results: Path = RESULTS) -> Path:
 def run_folders(folder: Path) -> list[Path]:
     """The run folders a training process wrote into `folder` (not the `latest` link beside them)."""
     return [p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink()]
+
+
+def kept_run(recipe: dict, folder: Path) -> Path:
+    """The run of this very recipe (by resolved-recipe hash, as a sweep's point is found) in `folder`: reused when
+    finished, resumed when interrupted, else trained there."""
+    kept = Point(index=0, values={}, overrides={}, folder=Path(folder), recipe_hash=recipe_hash(recipe))
+    if found := finished_run(kept):
+        return found[0]
+    if partial := unfinished_run(kept):
+        return resume(partial, quiet=True, console=Console(quiet=True)).run_dir
+    return train(recipe, out_dir=folder, quiet=True, console=Console(quiet=True)).run_dir
 
 
 def environment() -> dict:

@@ -1,7 +1,8 @@
 """Calibration and verdicts, measured over seeds: a recipe trained with 5,000 training images held out, calibrated
 (`mnist-kit calibrate`: the temperature and the verdict rule chosen on the validation digits and drawn shapes), then
 judged on data that chose nothing: the MNIST test split (accuracy, NLL/ECE/Brier before and after, coverage and
-selective accuracy) and outlier sets made with other seeds (AUROC of each score, digits vs each set).
+selective accuracy) and outlier sets made with other seeds (AUROC of each score, digits vs each set; the share of
+each set the rule calls a digit, unsure, not a digit).
 
     python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
     python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
@@ -20,17 +21,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from record import machine_folder, write_results
-from rich.console import Console
+from record import kept_run, machine_folder, write_results
 
 from mnist_kit.confidence import calibrate_run, outputs_on_images
 from mnist_kit.data import load_dataset
 from mnist_kit.outliers import cached_outliers
 from mnist_kit.recipe import load_recipe, recipe_hash, recipe_path
 from mnist_kit.runs import build_run_model_from, find_run, run_dataset
-from mnist_kit.sweep import Point, finished_run, unfinished_run
-from mnist_kit.train import resume, train
-from mnist_kit.verdict import SCORES, auroc, digit_scores, has_logits
+from mnist_kit.verdict import SCORES, VERDICTS, auroc, digit_scores, has_logits, verdicts
 
 MEASURING_SEED = 2  # outlier sets drawn with seeds nothing trained (1) or chose (0) on
 MEASURED_SETS = {"letters": 1080, "photos": 1000, "scribbles": 1000, "shapes": 1000}
@@ -47,22 +45,11 @@ def outlier_sets(data_dir=None) -> dict[str, torch.Tensor]:
     return sets
 
 
-def trained_run(recipe, out: Path) -> Path:
-    """The run of this very recipe kept in `out`: reused when finished, resumed when interrupted, else trained (as a
-    sweep's point is: the same lookups by resolved-recipe hash)."""
-    kept = Point(index=0, values={}, overrides={}, folder=out, recipe_hash=recipe_hash(recipe))
-    if found := finished_run(kept):
-        return found[0]
-    if partial := unfinished_run(kept):
-        return resume(partial, quiet=True, console=Console(quiet=True)).run_dir
-    return train(recipe, out_dir=out, quiet=True, console=Console(quiet=True)).run_dir
-
-
 def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: Path) -> dict:
     """Train (or reuse a kept run), calibrate and judge one seed."""
     recipe = load_recipe(recipe_path(recipe_name), [f"data.validation={VALIDATION}", f"train.seed={seed}",
                                                     *overrides])
-    run_dir = trained_run(recipe, out)
+    run_dir = kept_run(recipe, out)
     calibrated = calibrate_run(run_dir)
     run = find_run(run_dir)
     model, _ = build_run_model_from(run)
@@ -70,15 +57,18 @@ def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: 
     digits = outputs_on_images(run, model, splits.test_images, splits)
     temperature = calibrated["temperature"]
     names = [name for name in SCORES if name != "energy" or has_logits(digits)]
-    separation = {}
+    separation, said = {}, {}
     for name, pixels in sets.items():
         outputs = outputs_on_images(run, model, pixels, splits)
         separation[name] = {score: auroc(digit_scores(digits, temperature, score),
                                          digit_scores(outputs, temperature, score)) for score in names}
+        verdict, _ = verdicts(outputs, temperature, calibrated["verdict"])
+        said[name] = {v: verdict.count(v) / len(verdict) for v in VERDICTS}
     return {"seed": seed, "recipe_hash": recipe_hash(recipe), "wall_seconds": run.metadata["wall_seconds"],
             "test_accuracy": calibrated["test_before"]["accuracy"], "temperature": temperature,
             "test_before": calibrated["test_before"], "test_after": calibrated["test_after"],
-            "verdict": calibrated["verdict"], "test_verdicts": calibrated["test_verdicts"], "auroc": separation}
+            "verdict": calibrated["verdict"], "test_verdicts": calibrated["test_verdicts"], "auroc": separation,
+            "outlier_verdicts": said}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -95,6 +85,8 @@ def summary(rows: list[dict]) -> dict:
         figures[key] = spread([r["test_verdicts"][key] for r in rows])
     figures["auroc"] = {name: {score: spread([r["auroc"][name][score] for r in rows]) for score in scores}
                         for name, scores in rows[0]["auroc"].items()}
+    figures["outlier_verdicts"] = {name: {v: spread([r["outlier_verdicts"][name][v] for r in rows]) for v in VERDICTS}
+                                   for name in rows[0]["outlier_verdicts"]}
     figures["chosen_scores"] = sorted({r["verdict"]["score"] for r in rows})
     return figures
 

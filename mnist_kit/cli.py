@@ -417,7 +417,8 @@ def calibrate_command(
     separation = ", ".join(f"{name} {value:.4f}" for name, value in rule["auroc_on_choosing"].items())
     console.print(f"verdict: not a digit when the {rule['score']} score is under {rule['threshold']:.4g} (AUROC "
                   f"validation digits vs {rule['chosen_on']['outliers']}: {separation}); unsure when the top "
-                  f"probability is under {rule['unsure_below']:.0%}. On the test split (measured, not chosen on): "
+                  f"probability is under {rule['unsure_below']:.0%}, or the score is under it but the two top digits "
+                  f"hold {rule['two_digits']:.0%}. On the test split (measured, not chosen on): "
                   f"{test['coverage']:.2%} called a digit, {test['selective_accuracy']:.2%} of those right "
                   f"(all: {test['accuracy']:.2%}); {test['unsure']:.2%} unsure, {test['not a digit']:.2%} not a "
                   f"digit", highlight=False, soft_wrap=True)

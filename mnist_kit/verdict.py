@@ -5,8 +5,10 @@ Two scores say how digit-like an image is, higher for digits: `confidence`, the 
 Energy needs logits: a model that ends in LogSoftmax outputs log-probabilities, whose logsumexp is 0, so only the
 confidence is offered for it. `mnist-kit calibrate` chooses the score and its threshold on data the test split never
 touches: the run's validation digits and an outlier set made for choosing (mnist_kit.outliers, `shapes`); the
-threshold accepts all but REJECTED_DIGITS of the validation digits. An accepted image whose calibrated top
-probability is under UNSURE_BELOW is "unsure": the model gives more than 30% to other digits.
+threshold accepts all but REJECTED_DIGITS of the validation digits. "Unsure" is an image split between digits: an
+accepted one whose calibrated top probability is under UNSURE_BELOW (more than 30% for other digits), or one the score
+rejects whose two top digits still hold TWO_DIGITS of the probability (a low top probability there means two digits,
+not none: without this, a rule that thresholds the confidence above UNSURE_BELOW could never say "unsure").
 """
 
 import math
@@ -19,6 +21,7 @@ VERDICTS = ("digit", "unsure", "not a digit")
 SCORES = ("confidence", "energy")
 REJECTED_DIGITS = 0.005  # the share of validation digits the threshold may call "not a digit"
 UNSURE_BELOW = 0.7  # a calibrated top probability under this: unsure (at least 30% for the other digits)
+TWO_DIGITS = 0.9  # a rejected image whose two top digits hold this much: unsure between them, not "not a digit"
 CHOOSING_SET, CHOOSING_IMAGES, CHOOSING_SEED = "shapes", 500, 0
 
 
@@ -58,7 +61,8 @@ def choose_verdict(digits: torch.Tensor, outliers: torch.Tensor, temperature: fl
                   for name in names}
     score = max(names, key=lambda name: separation[name])
     threshold = float(digit_scores(digits, temperature, score).quantile(REJECTED_DIGITS))
-    return {"score": score, "threshold": threshold, "unsure_below": UNSURE_BELOW, "auroc_on_choosing": separation,
+    return {"score": score, "threshold": threshold, "unsure_below": UNSURE_BELOW, "two_digits": TWO_DIGITS,
+            "auroc_on_choosing": separation,
             "chosen_on": {"digits": f"validation ({len(digits):,} images)",
                           "outliers": f"{CHOOSING_SET} ({len(outliers):,} images, seed {CHOOSING_SEED})"}}
 
@@ -66,9 +70,11 @@ def choose_verdict(digits: torch.Tensor, outliers: torch.Tensor, temperature: fl
 def verdicts(outputs: torch.Tensor, temperature: float, rule: dict) -> tuple[list[str], torch.Tensor]:
     """Each image's verdict and its score under a recorded rule (from choose_verdict)."""
     score = digit_scores(outputs, temperature, rule["score"])
-    top = (outputs.float() / temperature).softmax(dim=1).max(dim=1).values
-    return ["not a digit" if s < rule["threshold"] else "unsure" if t < rule["unsure_below"] else "digit"
-            for s, t in zip(score.tolist(), top.tolist())], score
+    top, runner_up = (outputs.float() / temperature).softmax(dim=1).topk(2, dim=1).values.unbind(dim=1)
+    accepted = score >= rule["threshold"]
+    unsure = torch.where(accepted, top < rule["unsure_below"], top + runner_up >= rule["two_digits"])
+    return ["unsure" if u else "digit" if a else "not a digit"
+            for a, u in zip(accepted.tolist(), unsure.tolist())], score
 
 
 def recorded_verdict(metadata: dict, where) -> dict | None:
@@ -76,10 +82,14 @@ def recorded_verdict(metadata: dict, where) -> dict | None:
     rule = metadata.get("verdict")
     if rule is None:
         return None
+    keys = ("threshold", "unsure_below", "two_digits")
+    if isinstance(rule, dict):
+        rule = {"two_digits": TWO_DIGITS, **rule}  # runs calibrated before it was recorded get today's value
     fine = isinstance(rule, dict) and rule.get("score") in SCORES and all(
         isinstance(rule.get(key), (int, float)) and not isinstance(rule.get(key), bool) and math.isfinite(rule[key])
-        for key in ("threshold", "unsure_below"))
-    if not fine or not 0 <= rule["unsure_below"] <= 1:
+        for key in keys)
+    if not fine or not 0 <= rule["unsure_below"] <= 1 or not 0 <= rule["two_digits"] <= 1:
         raise UserError(f"{where}: its verdict rule is not one `mnist-kit calibrate` writes (a score in "
-                        f"{', '.join(SCORES)}, a finite threshold, unsure_below in [0, 1]): calibrate it again")
-    return {"score": rule["score"], "threshold": float(rule["threshold"]), "unsure_below": float(rule["unsure_below"])}
+                        f"{', '.join(SCORES)}, a finite threshold, unsure_below and two_digits in [0, 1]): "
+                        f"calibrate it again")
+    return {"score": rule["score"], **{key: float(rule[key]) for key in keys}}

@@ -22,7 +22,7 @@ PENDING: set[str] = set()
 PERCENT = re.compile(r"(\d+\.\d+)%")
 UNITS = re.compile(r"(\d+(?:\.\d+)?) (s|min|ms|MiB)\b")
 SOURCE = re.compile(r"<!-- results: (.+?) -->")
-SHARES = ("unsure", "not a digit")  # shares of images, as percentages (bench/verdict.py)
+SHARES = ("digit", "unsure", "not a digit")  # shares of images, as percentages (bench/verdict.py)
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 

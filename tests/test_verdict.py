@@ -13,12 +13,21 @@ from typer.testing import CliRunner
 
 from mnist_kit.cli import app
 from mnist_kit.confidence import calibrate_run
+from mnist_kit.errors import UserError
 from mnist_kit.inference import open_predictor
 from mnist_kit.outliers import GLYPHS, LETTERS, SETS, cached_outliers, fonts_with, outlier_images
 from mnist_kit.protocol import infer, model_metadata
 from mnist_kit.recipe import load_recipe
 from mnist_kit.train import train
-from mnist_kit.verdict import REJECTED_DIGITS, auroc, choose_verdict, has_logits, verdicts
+from mnist_kit.verdict import (
+    REJECTED_DIGITS,
+    TWO_DIGITS,
+    auroc,
+    choose_verdict,
+    has_logits,
+    recorded_verdict,
+    verdicts,
+)
 from tests.conftest import QUICK, REPO, one_line_error, write_recipe
 
 DIGITS = sorted((REPO / "docs" / "examples").iterdir())  # photographed, printed and drawn digits, one of each kind
@@ -47,6 +56,24 @@ def test_the_threshold_accepts_all_but_the_chosen_share_of_validation_digits_and
     assert not has_logits(log_probabilities)
     assert set(choose_verdict(log_probabilities, outliers.log_softmax(dim=1), 1.0)["auroc_on_choosing"]) == {
         "confidence"}
+
+
+def test_unsure_is_an_image_split_between_two_digits_whatever_the_score_and_threshold():
+    probabilities = torch.tensor([[0.97, 0.02] + [0.00125] * 8,  # a digit
+                                  [0.55, 0.43] + [0.0025] * 8,  # 4 or 9?
+                                  [0.28, 0.25] + [0.05875] * 8,  # spread over all ten: not a digit
+                                  [0.80, 0.05] + [0.01875] * 8])  # under the threshold, not two digits
+    outputs = probabilities.log()
+    said, _ = verdicts(outputs, 1.0, {"score": "confidence", "threshold": 0.9, "unsure_below": 0.7,
+                                      "two_digits": 0.9})  # a threshold above unsure_below, as `best` chooses
+    assert said == ["digit", "unsure", "not a digit", "not a digit"]
+    said, _ = verdicts(outputs, 1.0, {"score": "confidence", "threshold": 0.2, "unsure_below": 0.7,
+                                      "two_digits": 0.9})  # everything accepted: unsure under 70%
+    assert said == ["digit", "unsure", "unsure", "digit"]
+    old = recorded_verdict({"verdict": {"score": "energy", "threshold": 1.5, "unsure_below": 0.7}}, "run")
+    assert old["two_digits"] == TWO_DIGITS  # a rule recorded before two_digits existed gets today's value
+    with pytest.raises(UserError, match="two_digits"):
+        recorded_verdict({"verdict": {**old, "two_digits": 2}}, "run")
 
 
 def test_outlier_sets_are_made_the_same_way_every_time_and_cached_as_data(tmp_path):
