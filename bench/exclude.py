@@ -43,7 +43,8 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for drop in args.drop:
-            kept = (args.keep / f"drop-{drop}" if drop else args.keep) if args.keep else Path(scratch) / f"drop-{drop}"
+            folder = args.keep or Path(scratch)
+            kept = folder / f"drop-{drop}" if drop else folder  # nothing left out: where bench/verdict.py keeps runs
             kept.mkdir(parents=True, exist_ok=True)
             listed = write_index_file(kept / f"drop-{drop}.txt", ranked[:drop], f"the audit's first {drop}") if drop \
                 else None
