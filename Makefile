@@ -16,7 +16,7 @@ TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-verdict-best bench-audit bench-exclude bench-exclude-best bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
+.PHONY: help venv data train eval plot docs docs-confidence bench-verdict bench-verdict-best bench-audit bench-exclude bench-exclude-best bench-robust bench-robust-best bench-lrfind bench bench-seeds bench-ensemble bench-records bench-tune bench-ship need-run test lint clean-runs
 
 help:
 	@echo "make train [RECIPE=baseline] [ARGS='--set train.epochs=1']   set up, fetch data, train a recipe"
@@ -35,6 +35,8 @@ help:
 	@echo "make bench-audit                                              the label audit of fast, 5 folds (about 2 min)"
 	@echo "make bench-exclude                                            fast without the audit's suspected labels, 5 seeds (about 8 min)"
 	@echo "make bench-exclude-best SEEDS='0 1 2'                         best with and without them (about 35 min a seed and arm)"
+	@echo "make bench-robust                                             the corruption report of fast, baseline, fast-robust and its choice (about 30 min)"
+	@echo "make bench-robust-best SEEDS='0 1 2'                          best + background against best on corrupted validation (about 35 min a seed)"
 	@echo "make bench-ship                                               the server (requests/s, latency) and INT8 ONNX of the kept fast and best runs"
 	@echo "make data                                                     fetch and verify MNIST into ~/.cache/mnist-kit (or \$$MNIST_KIT_DATA)"
 	@echo "make lint                                                     ruff"
@@ -138,6 +140,23 @@ bench-exclude-best: $(DEV_STAMP)
 	$(CLI) audit fast --folds 5 --images both --out audits/fast
 	$(PY) bench/exclude.py --recipe best --issues audits/fast/train-issues.txt --drop 0 62 --seeds $(SEEDS) \
 		--keep runs/bench/best-validation
+
+# the corruption report (docs/robustness.md): fast's variants chosen on corrupted validation images, then fast,
+# baseline and the chosen fast-robust on the test split's corruptions over seeds
+bench-robust: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(PY) bench/robust_choice.py --recipe fast --seeds 0 1 2
+	$(PY) bench/robustness.py --recipe fast --seeds 0 1 2 3 4
+	$(PY) bench/robustness.py --recipe baseline --seeds 0 1 2
+	$(PY) bench/robustness.py --recipe fast-robust --seeds 0 1 2 3 4
+
+# best + background against best, chosen on corrupted validation images (best's runs are bench-verdict-best's,
+# reused; the background runs are kept in runs/bench/best-validation/background), then those on the test split
+bench-robust-best: $(DEV_STAMP)
+	$(CLI) data fetch
+	$(PY) bench/robust_choice.py --recipe best --candidates background --seeds $(SEEDS) --keep runs/bench/best-validation
+	$(PY) bench/robustness.py --name best-background-validation \
+		--runs $$(for s in $(SEEDS); do ls -d runs/bench/best-validation/background/seed-$$s/best-*; done)
 
 # one recipe over seeds, a results file per seed (seeds already measured for this very recipe are skipped)
 bench-seeds: $(DEV_STAMP)

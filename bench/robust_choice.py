@@ -4,9 +4,14 @@ MNIST-C-style corruptions; the test split is not read. The chosen candidate has 
 accuracy among those whose median clean validation accuracy is within --clean-cost points of the base's.
 
     python bench/robust_choice.py --recipe fast --seeds 0 1 2 [--clean-cost 0.05]
+    python bench/robust_choice.py --recipe best --candidates background --keep runs/bench/best-validation
 
-Writes <results>/<machine>/robustness/choice-<recipe>.json (candidates already in it, with the same --set values
-and seeds, are reused); measure the chosen one on the test split with bench/robustness.py --set ... --name NAME.
+--candidates limits the candidates tried (the base is always one; `background` keeps the recipe's own augmentations
+and adds it after them). --keep DIR keeps the runs: the base as DIR/seed-S (the layout bench/verdict.py --keep
+writes, so best's calibrated runs are reused), a candidate as DIR/NAME/seed-S; a kept run of the very recipe is
+reused, an interrupted one resumed. Writes <results>/<machine>/robustness/choice-<recipe>.json (candidates already
+in it, with the same --set values and seeds, are reused); measure the chosen one on the test split with
+bench/robustness.py --set ... --name NAME, or --runs with the kept runs.
 """
 
 import argparse
@@ -16,12 +21,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from record import machine_folder, write_results
-from rich.console import Console
+from record import kept_run, machine_folder, write_results
 
 from mnist_kit.recipe import load_recipe
 from mnist_kit.robustness import robustness_of_runs
-from mnist_kit.train import train
 
 AFFINE = 'augment=[{name="affine", degrees=10.0, scale=0.1, shift=2.0, shear=5.0}]'  # fast-995's
 STRONG = 'augment=[{name="affine", degrees=20.0, scale=0.15, shift=3.0, shear=10.0}]'
@@ -31,9 +34,22 @@ CANDIDATES = {  # name -> --set values on top of the base recipe (the first is t
     "affine": [AFFINE],
     "affine-2-epochs": [AFFINE, "train.epochs=2"],
     "strong-affine-2-epochs": [STRONG, "train.epochs=2"],
-    "background": [f"augment=[{BACKGROUND}]"],
+    "background": ["augment=[BASE, BACKGROUND]"],  # the base recipe's own augmentations, then `background`
     "affine-background-2-epochs": [AFFINE.replace("}]", "}, " + BACKGROUND + "]"), "train.epochs=2"],
 }
+
+
+def inline_table(table: dict) -> str:
+    """A flat dict of names to numbers, strings and booleans as a TOML inline table."""
+    value = {bool: lambda v: str(v).lower(), str: json.dumps}
+    return "{" + ", ".join(f"{k}={value.get(type(v), repr)(v)}" for k, v in table.items()) + "}"
+
+
+def candidate_overrides(name: str, recipe: str) -> list[str]:
+    """A candidate's --set values, BASE standing for the recipe's own augment tables."""
+    base = ", ".join(inline_table(table) for table in load_recipe(recipe).config["augment"])
+    return [o.replace("BASE, ", base + ", " if base else "").replace("BACKGROUND", BACKGROUND)
+            for o in CANDIDATES[name]]
 
 
 def main():
@@ -41,26 +57,33 @@ def main():
     parser.add_argument("--recipe", default="fast")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--clean-cost", type=float, default=0.05, help="points of clean validation accuracy allowed")
+    parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
+    parser.add_argument("--keep", type=Path, help="keep the runs in KEEP/seed-S and KEEP/NAME/seed-S")
     parser.add_argument("--results", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args()
+    names = ["base", *(name for name in args.candidates if name != "base")]
     path = machine_folder(args.results) / "robustness" / f"choice-{args.recipe}.json"
     before = json.loads(path.read_text())["candidates"] if path.is_file() else {}
     rows = {}
-    with tempfile.TemporaryDirectory() as out:
-        for name, overrides in CANDIDATES.items():
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in names:
+            overrides = candidate_overrides(name, args.recipe)
             if name in before and before[name]["overrides"] == overrides and \
                     [s["seed"] for s in before[name]["seeds"]] == args.seeds:
                 rows[name] = before[name]  # measured before, the same recipe and seeds (the weights are seeded)
                 continue
             seeds = []
+            folder = args.keep or Path(scratch)
+            kept = folder if name == "base" else folder / name  # the base: where bench/verdict.py keeps runs
             for seed in args.seeds:
                 recipe = load_recipe(args.recipe, ["data.validation=5000", *overrides, f"train.seed={seed}"])
-                run = train(recipe, out_dir=Path(out), quiet=True, console=Console(quiet=True))
-                (row,) = robustness_of_runs([run.run_dir], split="validation")
+                run_dir = kept_run(recipe, kept / f"seed-{seed}")
+                metadata = json.loads((run_dir / "metadata.json").read_text())
+                (row,) = robustness_of_runs([run_dir], split="validation")
                 seeds.append({"seed": seed, "validation_clean_accuracy": row["clean"],
                               "validation_corrupted_accuracy": row["mean"],
                               "validation_corruptions_accuracy": row["corruptions"],
-                              "train_seconds": run.metadata["wall_seconds"]})
+                              "train_seconds": metadata["wall_seconds"]})
                 print(f"{name} seed {seed}: clean {row['clean']:.2%}, corrupted {row['mean']:.2%}", flush=True)
             rows[name] = {"overrides": overrides, "seeds": seeds,
                           "median_validation_clean_accuracy": statistics.median(

@@ -19,3 +19,16 @@ def test_speedrun_measures_and_keeps_a_run(tmp_path):
     measured = json.loads(record.read_text())
     assert measured["test_accuracy"] == json.loads((kept / "metadata.json").read_text())["test_accuracy"]
     assert measured["process_seconds"] > measured["phase_seconds"]["train"] > 0
+
+
+def test_robust_choice_keeps_the_recipes_own_augmentations_and_adds_background(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from robust_choice import candidate_overrides
+
+    from mnist_kit.recipe import load_recipe
+
+    # fast has none: the override is the one choice-fast.json was measured with (so its candidates are reused)
+    assert candidate_overrides("background", "fast") == ['augment=[{name="background", level=2.0, p=0.5}]']
+    augment = load_recipe("best", candidate_overrides("background", "best")).config["augment"]
+    assert augment == [*load_recipe("best").config["augment"], {"name": "background", "level": 2.0, "p": 0.5}]
+    assert [a["name"] for a in augment] == ["affine", "elastic", "background"]
