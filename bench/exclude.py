@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from record import kept_run, machine_folder, write_results
+from record import keep_folder, kept_run, machine_folder, write_results
 
 from mnist_kit.audit import write_index_file
 from mnist_kit.exclude import parse_indices, read_exclude_bytes
@@ -43,8 +43,7 @@ def main():
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for drop in args.drop:
-            folder = args.keep or Path(scratch)
-            kept = folder / f"drop-{drop}" if drop else folder  # nothing left out: where bench/verdict.py keeps runs
+            kept = keep_folder(args.keep, scratch, f"drop-{drop}" if drop else None)
             kept.mkdir(parents=True, exist_ok=True)
             listed = write_index_file(kept / f"drop-{drop}.txt", ranked[:drop], f"the audit's first {drop}") if drop \
                 else None

@@ -42,6 +42,13 @@ def run_folders(folder: Path) -> list[Path]:
     return [p for p in Path(folder).iterdir() if p.is_dir() and not p.is_symlink()]
 
 
+def keep_folder(keep: Path | None, scratch: str, arm: str | None) -> Path:
+    """Where a bench keeps an arm's runs (KEEP/ARM/seed-S): the base arm (None) in KEEP itself, the layout
+    bench/verdict.py --keep writes, so every bench shares the base's runs; a scratch folder without --keep."""
+    folder = keep or Path(scratch)
+    return folder / arm if arm else folder
+
+
 def kept_run(recipe: dict, folder: Path) -> Path:
     """The run of this very recipe (by resolved-recipe hash, as a sweep's point is found) in `folder`: reused when
     finished, resumed when interrupted, else trained there."""

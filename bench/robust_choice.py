@@ -10,7 +10,7 @@ accuracy among those whose median clean validation accuracy is within --clean-co
 and adds it after them). --keep DIR keeps the runs: the base as DIR/seed-S (the layout bench/verdict.py --keep
 writes, so best's calibrated runs are reused), a candidate as DIR/NAME/seed-S; a kept run of the very recipe is
 reused, an interrupted one resumed. Writes <results>/<machine>/robustness/choice-<recipe>.json (candidates already
-in it, with the same --set values and seeds, are reused); measure the chosen one on the test split with
+in it, with the same --set values, however spelt, and seeds, are reused); measure the chosen one on the test split with
 bench/robustness.py --set ... --name NAME, or --runs with the kept runs.
 """
 
@@ -21,35 +21,30 @@ import sys
 import tempfile
 from pathlib import Path
 
-from record import kept_run, machine_folder, write_results
+from record import keep_folder, kept_run, machine_folder, write_results
 
-from mnist_kit.recipe import load_recipe
+from mnist_kit.recipe import load_recipe, parse_overrides, toml_value
 from mnist_kit.robustness import robustness_of_runs
+from mnist_kit.runs import find_run
 
 AFFINE = 'augment=[{name="affine", degrees=10.0, scale=0.1, shift=2.0, shear=5.0}]'  # fast-995's
 STRONG = 'augment=[{name="affine", degrees=20.0, scale=0.15, shift=3.0, shear=10.0}]'
-BACKGROUND = '{name="background", level=2.0, p=0.5}'
+BACKGROUND = {"name": "background", "level": 2.0, "p": 0.5}
 CANDIDATES = {  # name -> --set values on top of the base recipe (the first is the base itself)
     "base": [],
     "affine": [AFFINE],
     "affine-2-epochs": [AFFINE, "train.epochs=2"],
     "strong-affine-2-epochs": [STRONG, "train.epochs=2"],
-    "background": ["augment=[BASE, BACKGROUND]"],  # the base recipe's own augmentations, then `background`
-    "affine-background-2-epochs": [AFFINE.replace("}]", "}, " + BACKGROUND + "]"), "train.epochs=2"],
+    "background": None,  # the base recipe's own augmentations, then BACKGROUND: see candidate_overrides
+    "affine-background-2-epochs": [AFFINE.replace("}]", "}, " + toml_value(BACKGROUND) + "]"), "train.epochs=2"],
 }
 
 
-def inline_table(table: dict) -> str:
-    """A flat dict of names to numbers, strings and booleans as a TOML inline table."""
-    value = {bool: lambda v: str(v).lower(), str: json.dumps}
-    return "{" + ", ".join(f"{k}={value.get(type(v), repr)(v)}" for k, v in table.items()) + "}"
-
-
 def candidate_overrides(name: str, recipe: str) -> list[str]:
-    """A candidate's --set values, BASE standing for the recipe's own augment tables."""
-    base = ", ".join(inline_table(table) for table in load_recipe(recipe).config["augment"])
-    return [o.replace("BASE, ", base + ", " if base else "").replace("BACKGROUND", BACKGROUND)
-            for o in CANDIDATES[name]]
+    """A candidate's --set values; `background` keeps the recipe's own augment tables and adds BACKGROUND after."""
+    if name == "background":
+        return ["augment=" + toml_value([*load_recipe(recipe).config["augment"], BACKGROUND])]
+    return CANDIDATES[name]
 
 
 def main():
@@ -68,22 +63,20 @@ def main():
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
             overrides = candidate_overrides(name, args.recipe)
-            if name in before and before[name]["overrides"] == overrides and \
+            if name in before and parse_overrides(before[name]["overrides"]) == parse_overrides(overrides) and \
                     [s["seed"] for s in before[name]["seeds"]] == args.seeds:
                 rows[name] = before[name]  # measured before, the same recipe and seeds (the weights are seeded)
                 continue
             seeds = []
-            folder = args.keep or Path(scratch)
-            kept = folder if name == "base" else folder / name  # the base: where bench/verdict.py keeps runs
+            kept = keep_folder(args.keep, scratch, None if name == "base" else name)
             for seed in args.seeds:
                 recipe = load_recipe(args.recipe, ["data.validation=5000", *overrides, f"train.seed={seed}"])
-                run_dir = kept_run(recipe, kept / f"seed-{seed}")
-                metadata = json.loads((run_dir / "metadata.json").read_text())
-                (row,) = robustness_of_runs([run_dir], split="validation")
+                run = find_run(kept_run(recipe, kept / f"seed-{seed}"))
+                (row,) = robustness_of_runs([run.run_dir], split="validation")
                 seeds.append({"seed": seed, "validation_clean_accuracy": row["clean"],
                               "validation_corrupted_accuracy": row["mean"],
                               "validation_corruptions_accuracy": row["corruptions"],
-                              "train_seconds": metadata["wall_seconds"]})
+                              "train_seconds": run.metadata["wall_seconds"]})
                 print(f"{name} seed {seed}: clean {row['clean']:.2%}, corrupted {row['mean']:.2%}", flush=True)
             rows[name] = {"overrides": overrides, "seeds": seeds,
                           "median_validation_clean_accuracy": statistics.median(

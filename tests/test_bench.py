@@ -25,10 +25,14 @@ def test_robust_choice_keeps_the_recipes_own_augmentations_and_adds_background(m
     monkeypatch.syspath_prepend(str(REPO / "bench"))
     from robust_choice import candidate_overrides
 
-    from mnist_kit.recipe import load_recipe
+    from mnist_kit.recipe import load_recipe, parse_overrides
 
     # fast has none: the override is the one choice-fast.json was measured with (so its candidates are reused)
-    assert candidate_overrides("background", "fast") == ['augment=[{name="background", level=2.0, p=0.5}]']
+    assert parse_overrides(candidate_overrides("background", "fast")) == \
+        parse_overrides(['augment=[{name="background", level=2.0, p=0.5}]'])
+    (measured,) = REPO.glob("bench/results/*/robustness/choice-fast.json")
+    for name, row in json.loads(measured.read_text())["candidates"].items():
+        assert parse_overrides(candidate_overrides(name, "fast")) == parse_overrides(row["overrides"]), name
     augment = load_recipe("best", candidate_overrides("background", "best")).config["augment"]
     assert augment == [*load_recipe("best").config["augment"], {"name": "background", "level": 2.0, "p": 0.5}]
     assert [a["name"] for a in augment] == ["affine", "elastic", "background"]
