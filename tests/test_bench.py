@@ -36,3 +36,15 @@ def test_robust_choice_keeps_the_recipes_own_augmentations_and_adds_background(m
     augment = load_recipe("best", candidate_overrides("background", "best")).config["augment"]
     assert augment == [*load_recipe("best").config["augment"], {"name": "background", "level": 2.0, "p": 0.5}]
     assert [a["name"] for a in augment] == ["affine", "elastic", "background"]
+
+
+def test_best_robust_is_the_background_candidate_robust_choice_measured_on_best(monkeypatch):
+    # docs/robustness.md quotes the candidate's runs as best-robust's: that holds while the two resolve alike
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from robust_choice import candidate_overrides
+
+    from mnist_kit.recipe import load_recipe, recipe_hash
+
+    candidate = load_recipe("best", ["data.validation=5000", *candidate_overrides("background", "best")])
+    assert recipe_hash(load_recipe("best-robust")) == recipe_hash(candidate)
+    assert recipe_hash(load_recipe("best-robust")) != recipe_hash(load_recipe("best", ["data.validation=5000"]))
