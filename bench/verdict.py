@@ -2,7 +2,8 @@
 (`mnist-kit calibrate`: the temperature and the verdict rule chosen on the validation digits and drawn shapes), then
 judged on data that chose nothing: the MNIST test split (accuracy, NLL/ECE/Brier before and after, coverage and
 selective accuracy) and outlier sets made with other seeds (AUROC of each score, digits vs each set; the share of
-each set the rule calls a digit, unsure, not a digit).
+each set the rule calls a digit, unsure, not a digit), the letters also one letter at a time; and, for more than one
+seed, the seeds' runs as one deep ensemble (their mean calibrated probability; their mean energy).
 
     python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
     python bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
@@ -18,6 +19,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -25,7 +27,7 @@ from record import kept_run, machine_folder, write_results
 
 from mnist_kit.confidence import calibrate_run, outputs_on_images
 from mnist_kit.data import load_dataset
-from mnist_kit.outliers import cached_outliers
+from mnist_kit.outliers import cached_outliers, letter_at
 from mnist_kit.recipe import load_recipe, recipe_hash, recipe_path
 from mnist_kit.runs import build_run_model_from, find_run, run_dataset
 from mnist_kit.verdict import SCORES, VERDICTS, auroc, digit_scores, has_logits, verdicts
@@ -45,8 +47,8 @@ def outlier_sets(data_dir=None) -> dict[str, torch.Tensor]:
     return sets
 
 
-def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: Path) -> dict:
-    """Train (or reuse a kept run), calibrate and judge one seed."""
+def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: Path) -> tuple[dict, "Member"]:
+    """Train (or reuse a kept run), calibrate and judge one seed: its figures, and what it answered."""
     recipe = load_recipe(recipe_path(recipe_name), [f"data.validation={VALIDATION}", f"train.seed={seed}",
                                                     *overrides])
     run_dir = kept_run(recipe, out)
@@ -56,19 +58,63 @@ def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: 
     splits = run_dataset(run)
     digits = outputs_on_images(run, model, splits.test_images, splits)
     temperature = calibrated["temperature"]
-    names = [name for name in SCORES if name != "energy" or has_logits(digits)]
-    separation, said = {}, {}
+    member = Member(temperature, digits, splits.test_labels, {})
+    said = {}
     for name, pixels in sets.items():
-        outputs = outputs_on_images(run, model, pixels, splits)
-        separation[name] = {score: auroc(digit_scores(digits, temperature, score),
-                                         digit_scores(outputs, temperature, score)) for score in names}
-        verdict, _ = verdicts(outputs, temperature, calibrated["verdict"])
+        member.sets[name] = outputs_on_images(run, model, pixels, splits)
+        verdict, _ = verdicts(member.sets[name], temperature, calibrated["verdict"])
         said[name] = {v: verdict.count(v) / len(verdict) for v in VERDICTS}
-    return {"seed": seed, "recipe_hash": recipe_hash(recipe), "wall_seconds": run.metadata["wall_seconds"],
-            "test_accuracy": calibrated["test_before"]["accuracy"], "temperature": temperature,
-            "test_before": calibrated["test_before"], "test_after": calibrated["test_after"],
-            "verdict": calibrated["verdict"], "test_verdicts": calibrated["test_verdicts"], "auroc": separation,
-            "outlier_verdicts": said}
+    row = {"seed": seed, "recipe_hash": recipe_hash(recipe), "wall_seconds": run.metadata["wall_seconds"],
+           "test_accuracy": calibrated["test_before"]["accuracy"], "temperature": temperature,
+           "test_before": calibrated["test_before"], "test_after": calibrated["test_after"],
+           "verdict": calibrated["verdict"], "test_verdicts": calibrated["test_verdicts"],
+           **separations([member]), "outlier_verdicts": said}
+    return row, member
+
+
+@dataclass
+class Member:
+    """What one seed's calibrated run answered: its temperature, its outputs on the test digits and on each set."""
+
+    temperature: float
+    digits: torch.Tensor
+    labels: torch.Tensor
+    sets: dict[str, torch.Tensor]
+
+
+def ensemble_scores(members: list[Member], outputs: list[torch.Tensor], score: str) -> torch.Tensor:
+    """A score of several runs as one: the top of their mean calibrated probability (confidence), or their mean
+    energy (each run's own temperature); one run's is its own score."""
+    if score == "confidence":
+        mean = torch.stack([(o.float() / m.temperature).softmax(dim=1) for m, o in zip(members, outputs)]).mean(0)
+        return mean.max(dim=1).values
+    return torch.stack([digit_scores(o, m.temperature, score) for m, o in zip(members, outputs)]).mean(0)
+
+
+def separations(members: list[Member]) -> dict:
+    """AUROC of test digits against each set, per score, and against each letter of the letters set alone."""
+    names = [name for name in SCORES if name != "energy" or has_logits(members[0].digits)]
+    digits = {score: ensemble_scores(members, [m.digits for m in members], score) for score in names}
+    found = {"auroc": {}, "auroc_by_letter": {}}
+    for name in members[0].sets:
+        outliers = {score: ensemble_scores(members, [m.sets[name] for m in members], score) for score in names}
+        found["auroc"][name] = {score: auroc(digits[score], outliers[score]) for score in names}
+    if "letters" in members[0].sets:
+        letters = [letter_at(i) for i in range(len(members[0].sets["letters"]))]
+        for letter in dict.fromkeys(letters):
+            shown = torch.tensor([said == letter for said in letters])
+            found["auroc_by_letter"][letter] = {
+                score: auroc(digits[score], ensemble_scores(members, [m.sets["letters"][shown] for m in members],
+                                                            score)) for score in names}
+    return found
+
+
+def ensemble_figures(members: list[Member]) -> dict:
+    """The seeds' runs as one deep ensemble (mean calibrated probability): its test accuracy and how well it tells
+    digits from each set (a measurement of what averaging buys here; `predict` judges one run)."""
+    mean = torch.stack([(m.digits.float() / m.temperature).softmax(dim=1) for m in members]).mean(0)
+    accuracy = (mean.argmax(dim=1) == members[0].labels).float().mean().item()
+    return {"members": len(members), "test_accuracy": accuracy, **separations(members)}
 
 
 def summary(rows: list[dict]) -> dict:
@@ -85,6 +131,9 @@ def summary(rows: list[dict]) -> dict:
         figures[key] = spread([r["test_verdicts"][key] for r in rows])
     figures["auroc"] = {name: {score: spread([r["auroc"][name][score] for r in rows]) for score in scores}
                         for name, scores in rows[0]["auroc"].items()}
+    figures["auroc_by_letter"] = {letter: {score: spread([r["auroc_by_letter"][letter][score] for r in rows])
+                                           for score in scores}
+                                  for letter, scores in rows[0]["auroc_by_letter"].items()}
     figures["outlier_verdicts"] = {name: {v: spread([r["outlier_verdicts"][name][v] for r in rows]) for v in VERDICTS}
                                    for name in rows[0]["outlier_verdicts"]}
     figures["chosen_scores"] = sorted({r["verdict"]["score"] for r in rows})
@@ -101,11 +150,13 @@ def main():
     parser.add_argument("--keep", type=Path, help="keep each seed's run as KEEP/seed-N")
     args = parser.parse_args()
     sets = outlier_sets()
-    rows = []
+    rows, members = [], []
     with tempfile.TemporaryDirectory() as scratch:
         for seed in args.seeds:
             out = args.keep / f"seed-{seed}" if args.keep else Path(scratch)
-            rows.append(measure(args.recipe, seed, args.overrides, sets, out))
+            row, member = measure(args.recipe, seed, args.overrides, sets, out)
+            rows.append(row)
+            members.append(member)
             r = rows[-1]
             aurocs = "  ".join(f"{name} {max(v.values()):.4f}" for name, v in r["auroc"].items())
             print(f"seed {seed}: test {r['test_accuracy']:.2%}, ECE {r['test_before']['ece']:.2%} -> "
@@ -114,6 +165,11 @@ def main():
                   flush=True)
     figures = {"recipe": args.recipe, "overrides": [f"data.validation={VALIDATION}", *args.overrides],
                "seeds": rows, "summary": summary(rows)}
+    if len(members) > 1:
+        figures["ensemble"] = ensemble_figures(members)
+        e = figures["ensemble"]
+        print(f"the {len(members)} seeds as one ensemble: test {e['test_accuracy']:.2%}; AUROC "
+              + "  ".join(f"{name} {max(v.values()):.4f}" for name, v in e["auroc"].items()))
     path = machine_folder(args.results) / "verdict" / f"{args.name}.json"
     write_results(path, ["python", *sys.argv], figures)
     print(f"wrote {path}")

@@ -162,10 +162,15 @@ def scribble_strokes(rng: np.random.Generator) -> list[list[tuple[float, float]]
     return strokes
 
 
+def letter_at(index: int) -> str:
+    """The letter the index-th image of the letters set shows (the set cycles through LETTERS)."""
+    return LETTERS[index % len(LETTERS)]
+
+
 def drawing(kind: str, index: int, rng: np.random.Generator) -> Image.Image:
     """The index-th drawing of a set (cycling through its shapes or letters) as a white page with black ink."""
     if kind == "letters":
-        return letter_page(LETTERS[index % len(LETTERS)], rng)
+        return letter_page(letter_at(index), rng)
     if kind == "glyphs":
         return glyph_page(GLYPHS[index % len(GLYPHS)], rng)
     if kind == "shapes":

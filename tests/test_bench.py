@@ -48,3 +48,34 @@ def test_best_robust_is_the_background_candidate_robust_choice_measured_on_best(
     candidate = load_recipe("best", ["data.validation=5000", *candidate_overrides("background", "best")])
     assert recipe_hash(load_recipe("best-robust")) == recipe_hash(candidate)
     assert recipe_hash(load_recipe("best-robust")) != recipe_hash(load_recipe("best", ["data.validation=5000"]))
+
+
+def test_verdict_scores_an_ensemble_by_its_mean_probability_and_each_letter_alone(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import torch
+    from verdict import Member, ensemble_figures, ensemble_scores, separations
+
+    from mnist_kit.outliers import LETTERS
+    from mnist_kit.verdict import auroc, digit_scores
+
+    generator = torch.Generator().manual_seed(0)
+    digits = torch.randn(200, 10, generator=generator) + 6 * torch.nn.functional.one_hot(torch.arange(200) % 10, 10)
+    letters = torch.randn(3 * len(LETTERS), 10, generator=generator)
+    letters[LETTERS.index("C")::len(LETTERS)] += 8 * torch.nn.functional.one_hot(torch.tensor(0), 10)  # C reads as 0
+    one = Member(0.5, digits, torch.arange(200) % 10, {"letters": letters})
+    other = Member(2.0, digits.flip(1), torch.arange(200) % 10, {"letters": letters.flip(1)})
+    for score in ("confidence", "energy"):  # one run's score is its own
+        assert torch.equal(ensemble_scores([one], [digits], score), digit_scores(digits, 0.5, score))
+    mean = ((digits / 0.5).softmax(1) + (digits.flip(1) / 2.0).softmax(1)) / 2
+    assert torch.allclose(ensemble_scores([one, other], [digits, digits.flip(1)], "confidence"), mean.max(1).values)
+    energy = (0.5 * (digits / 0.5).logsumexp(1) + 2.0 * (digits.flip(1) / 2.0).logsumexp(1)) / 2
+    assert torch.allclose(ensemble_scores([one, other], [digits, digits.flip(1)], "energy"), energy)
+    found = separations([one])
+    assert list(found["auroc_by_letter"]) == list(LETTERS) and found["auroc"]["letters"]["energy"] > 0.9
+    by_letter = found["auroc_by_letter"]
+    assert by_letter["C"]["confidence"] == min(v["confidence"] for v in by_letter.values()) < 0.5
+    assert found["auroc"]["letters"]["confidence"] == auroc(digit_scores(digits, 0.5, "confidence"),
+                                                            digit_scores(letters, 0.5, "confidence"))
+    together = ensemble_figures([one, other])
+    assert together["members"] == 2
+    assert together["test_accuracy"] == (mean.argmax(1) == one.labels).float().mean().item()
