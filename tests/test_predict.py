@@ -20,6 +20,7 @@ from mnist_kit.errors import UserError
 from mnist_kit.inference import open_predictor
 from mnist_kit.predict import (
     SERVE_MAX_PIXELS,
+    box_mean,
     decode_gray,
     mnist_like,
     predict_files,
@@ -30,6 +31,15 @@ from tests.conftest import REPO
 
 runner = CliRunner()
 
+
+
+@pytest.mark.parametrize(("shape", "k"), [((37, 50), 9), ((400, 267), 67), ((5, 3), 11), ((1, 1), 3)])
+def test_box_mean_is_avg_pool_counting_only_pixels_inside_the_image(shape, k):
+    image = np.random.default_rng(0).random(shape, dtype=np.float32)
+    pooled = torch.nn.functional.avg_pool2d(torch.from_numpy(image)[None, None], k, stride=1, padding=k // 2,
+                                            count_include_pad=False)[0, 0].numpy()
+    found = box_mean(image, k)
+    assert found.shape == shape and found.dtype == np.float32 and np.abs(found - pooled).max() < 1e-5
 
 def as_paper_photo(digit: np.ndarray, path, scale=9, offset=(300, 40), size=(600, 500), quality=85):
     """An MNIST digit as dark ink on white paper: scaled up, off-centre, RGB JPEG."""
