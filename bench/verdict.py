@@ -82,12 +82,17 @@ class Member:
     sets: dict[str, torch.Tensor]
 
 
+def mean_calibrated_probability(members: list[Member], outputs: list[torch.Tensor]) -> torch.Tensor:
+    """(N, classes): the runs' softmax(outputs / temperature), averaged (in probability space, not log space as
+    mnist_kit.evaluate.mean_probability, so that one run's is exactly its own)."""
+    return torch.stack([(o.float() / m.temperature).softmax(dim=1) for m, o in zip(members, outputs)]).mean(0)
+
+
 def ensemble_scores(members: list[Member], outputs: list[torch.Tensor], score: str) -> torch.Tensor:
     """A score of several runs as one: the top of their mean calibrated probability (confidence), or their mean
     energy (each run's own temperature); one run's is its own score."""
     if score == "confidence":
-        mean = torch.stack([(o.float() / m.temperature).softmax(dim=1) for m, o in zip(members, outputs)]).mean(0)
-        return mean.max(dim=1).values
+        return mean_calibrated_probability(members, outputs).max(dim=1).values
     return torch.stack([digit_scores(o, m.temperature, score) for m, o in zip(members, outputs)]).mean(0)
 
 
@@ -112,8 +117,8 @@ def separations(members: list[Member]) -> dict:
 def ensemble_figures(members: list[Member]) -> dict:
     """The seeds' runs as one deep ensemble (mean calibrated probability): its test accuracy and how well it tells
     digits from each set (a measurement of what averaging buys here; `predict` judges one run)."""
-    mean = torch.stack([(m.digits.float() / m.temperature).softmax(dim=1) for m in members]).mean(0)
-    accuracy = (mean.argmax(dim=1) == members[0].labels).float().mean().item()
+    predicted = mean_calibrated_probability(members, [m.digits for m in members]).argmax(dim=1)
+    accuracy = (predicted == members[0].labels).float().mean().item()
     return {"members": len(members), "test_accuracy": accuracy, **separations(members)}
 
 

@@ -32,7 +32,6 @@ from tests.conftest import REPO
 runner = CliRunner()
 
 
-
 @pytest.mark.parametrize(("shape", "k"), [((37, 50), 9), ((400, 267), 67), ((5, 3), 11), ((1, 1), 3)])
 def test_box_mean_is_avg_pool_counting_only_pixels_inside_the_image(shape, k):
     image = np.random.default_rng(0).random(shape, dtype=np.float32)
@@ -40,6 +39,7 @@ def test_box_mean_is_avg_pool_counting_only_pixels_inside_the_image(shape, k):
                                             count_include_pad=False)[0, 0].numpy()
     found = box_mean(image, k)
     assert found.shape == shape and found.dtype == np.float32 and np.abs(found - pooled).max() < 1e-5
+
 
 def as_paper_photo(digit: np.ndarray, path, scale=9, offset=(300, 40), size=(600, 500), quality=85):
     """An MNIST digit as dark ink on white paper: scaled up, off-centre, RGB JPEG."""
