@@ -31,7 +31,7 @@ help:
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
 	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 15 min)"
 	@echo "make bench-verdict-best SEEDS='0 1 2'                         best calibrated and its corruption report (about 40 min a seed)"
-	@echo "make bench-verdict-best-outliers SEEDS='0 1 2'                best-robust with outlier exposure (glyphs too), calibrated (about 65 min a seed)"
+	@echo "make bench-verdict-best-outliers SEEDS='0 1 2'                best-robust with outlier exposure (glyphs too), calibrated (about 80 min a seed)"
 	@echo "make bench-lrfind                                             lr-find's suggestion for baseline vs its shipped lr, 3 epochs x 3 seeds (about 3 min)"
 	@echo "make bench-audit                                              the label audit of fast, 5 folds (about 2 min)"
 	@echo "make bench-exclude                                            fast without the audit's suspected labels, 5 seeds (about 8 min)"
