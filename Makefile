@@ -29,7 +29,7 @@ help:
 	@echo "make bench-seeds RECIPE=best SEEDS='0 1 2'                   a recipe over seeds into bench/results/<machine>/"
 	@echo "make bench-records                                            the records table's rows over seeds (about 3 hours)"
 	@echo "make bench-tune                                               the fast-3ep Optuna study against a grid of the same base (about 10 min)"
-	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 15 min)"
+	@echo "make bench-verdict                                            calibration and verdicts of fast over 5 seeds (about 20 min)"
 	@echo "make bench-verdict-best SEEDS='0 1 2'                         best calibrated and its corruption report (about 40 min a seed)"
 	@echo "make bench-verdict-best-outliers SEEDS='0 1 2'                best-robust with outlier exposure (glyphs too), calibrated (about 80 min a seed)"
 	@echo "make bench-lrfind                                             lr-find's suggestion for baseline vs its shipped lr, 3 epochs x 3 seeds (about 3 min)"
@@ -100,15 +100,18 @@ bench-ensemble: $(DEV_STAMP)
 		$(PY) bench/ensemble.py --name best-10-seeds runs/bench/best-seed-[0-9] --results bench/results; fi
 
 # calibration and verdicts over 5 seeds (docs/confidence.md): fast with 5,000 images held out, without and with
-# outlier exposure (without and with other scripts' glyphs; about 15 minutes on 2 cores)
+# outlier exposure (without and with other scripts' glyphs, then with letters too: a family it then saw; about 20
+# minutes on 2 cores). The runs are kept in runs/bench/NAME: a seed already trained is reused, only judged again
 bench-verdict: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(CLI) data fetch --dataset fashion-mnist
-	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation
-	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers \
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-validation --keep runs/bench/fast-validation
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers --keep runs/bench/fast-outliers \
 		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles"]}'
-	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers-glyphs \
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers-glyphs --keep runs/bench/fast-outliers-glyphs \
 		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles","glyphs"]}'
+	$(PY) bench/verdict.py fast --seeds 0 1 2 3 4 --name fast-outliers-letters --keep runs/bench/fast-outliers-letters \
+		--set 'train.outliers={sets=["fashion-mnist","shapes","scribbles","glyphs","letters"]}'
 
 # best with 5,000 images held out, calibrated and judged, then its corruption report (about 40 minutes a seed on the
 # AVX2 machine; the runs are kept in runs/bench/best-validation, and a seed already trained is reused)
@@ -119,9 +122,9 @@ bench-verdict-best: $(DEV_STAMP)
 	$(PY) bench/robustness.py --runs $$(for s in $(SEEDS); do ls -d runs/bench/best-validation/seed-$$s/best-*; done) \
 		--name best-validation
 
-# best-robust trained with outlier exposure (glyphs too, as fast's last verdict column), calibrated and judged
-# (issue 27's letters goal); about 88 s an epoch on the AVX2 machine, so about 65 minutes a seed. The runs are kept
-# in runs/bench/best-robust-outliers-glyphs: an interrupted one resumes from its last epoch when this is run again
+# best-robust trained with outlier exposure (glyphs too, as fast's glyphs verdict column), calibrated and judged
+# (issue 27's letters goal); about 100-120 s an epoch on the AVX2 machine, so about 80 minutes a seed. The runs are
+# kept in runs/bench/best-robust-outliers-glyphs: an interrupted one resumes from its last epoch when this is run again
 bench-verdict-best-outliers: $(DEV_STAMP)
 	$(CLI) data fetch
 	$(CLI) data fetch --dataset fashion-mnist

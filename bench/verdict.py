@@ -33,7 +33,7 @@ from mnist_kit.runs import build_run_model_from, find_run, run_dataset
 from mnist_kit.verdict import SCORES, VERDICTS, auroc, digit_scores, has_logits, verdicts
 
 MEASURING_SEED = 2  # outlier sets drawn with seeds nothing trained (1) or chose (0) on
-MEASURED_SETS = {"letters": 1080, "photos": 1000, "scribbles": 1000, "shapes": 1000}
+MEASURED_SETS = {"letters": 1080, "letters-dejavu": 1080, "photos": 1000, "scribbles": 1000, "shapes": 1000}
 VALIDATION = 5000
 
 
@@ -45,6 +45,12 @@ def outlier_sets(data_dir=None) -> dict[str, torch.Tensor]:
             for name, count in MEASURED_SETS.items()}
     sets["fashion-mnist test"] = load_dataset("fashion-mnist", data_dir).test_images
     return sets
+
+
+def seen_families(recipe, sets) -> list[str]:
+    """The measured sets whose family the recipe's outlier exposure trains on (other images of it: seed 1, not 2)."""
+    trained_on = (recipe.config["train"].get("outliers") or {}).get("sets", [])
+    return [name for name in sets if name in trained_on]
 
 
 def measure(recipe_name: str, seed: int, overrides: list[str], sets: dict, out: Path) -> tuple[dict, "Member"]:
@@ -169,6 +175,7 @@ def main():
                   f"{r['test_verdicts']['selective_accuracy']:.2%}, {r['verdict']['score']}; AUROC {aurocs}",
                   flush=True)
     figures = {"recipe": args.recipe, "overrides": [f"data.validation={VALIDATION}", *args.overrides],
+               "seen_families": seen_families(load_recipe(recipe_path(args.recipe), args.overrides), sets),
                "seeds": rows, "summary": summary(rows)}
     if len(members) > 1:
         figures["ensemble"] = ensemble_figures(members)

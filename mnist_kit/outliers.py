@@ -1,8 +1,8 @@
-"""Images that are not digits, made here and deterministically (a seed per set), to measure and choose how a model
-says "not a digit": shapes, letters and scribbles drawn with PIL on paper as a user draws, photographed variants of
-them (paper, lighting, blur, noise, JPEG), glyphs of other scripts and symbols (to train on, never Latin letters),
-and Fashion-MNIST's clothes. Each becomes a 28x28 input the way predict makes one (mnist_kit.predict.mnist_like), so
-the model sees them as it sees a user's image.
+"""Images that are not digits, made here and deterministically (a seed per set), to measure and choose how a model says
+"not a digit": shapes, letters and scribbles drawn with PIL on paper as a user draws, photographed variants of them
+(paper, lighting, blur, noise, JPEG), glyphs of other scripts and symbols (to train on, never Latin letters), the
+letters again in other fonts (to measure on), and Fashion-MNIST's clothes. Each becomes a 28x28 input the way
+predict makes one (mnist_kit.predict.mnist_like), so the model sees them as it sees a user's image.
 
 Which set chooses and which only measures is the caller's to keep apart: mnist_kit.verdict chooses on `shapes`
 (and validation digits), never on the others.
@@ -23,7 +23,9 @@ from mnist_kit.predict import decode_gray, mnist_like
 
 PAPER = 280  # drawings are made on a 280x280 page, as the draw page's canvas
 DRAWN = ("shapes", "letters", "scribbles")
-SETS = (*DRAWN, "photos", "glyphs")  # photos: letters, shapes and scribbles photographed (a seed range of their own)
+# photos: letters, shapes and scribbles photographed (a seed range of their own); letters-dejavu: the same letters in
+# the DejaVu fonts, to measure a model trained on the letters above (Pillow's own font) on a font it never saw
+SETS = (*DRAWN, "photos", "glyphs", "letters-dejavu")
 # capital and small letters that no digit is written like (no O/o/D, I/l/i/j, Z/z, S/s, B, G/b/g/q, T/t, J, L, y)
 LETTERS = "ACEFHKMNPRUVWXYaefhkmnruvwx"
 # Letters of other scripts (Greek, Cyrillic, Hebrew), symbols and pictograms that outlier exposure may train on, so
@@ -112,6 +114,13 @@ def letter_page(letter: str, rng: np.random.Generator) -> Image.Image:
     return text_page(letter, ImageFont.load_default(size=int(rng.integers(150, 220))), rng)
 
 
+def dejavu_letter_page(letter: str, rng: np.random.Generator) -> Image.Image:
+    """A letter in one of the DejaVu fonts (sans, serif, bold, oblique, mono), drawn as a letter in Pillow's font is."""
+    font = ImageFont.truetype(str(font_file(GLYPH_FONTS[int(rng.integers(len(GLYPH_FONTS)))])),
+                              size=int(rng.integers(130, 200)))
+    return text_page(letter, font, rng)
+
+
 def font_file(name: str) -> Path:
     """One of the fonts matplotlib ships (a dependency, so the same wherever mnist-kit is installed)."""
     import matplotlib
@@ -171,6 +180,8 @@ def drawing(kind: str, index: int, rng: np.random.Generator) -> Image.Image:
     """The index-th drawing of a set (cycling through its shapes or letters) as a white page with black ink."""
     if kind == "letters":
         return letter_page(letter_at(index), rng)
+    if kind == "letters-dejavu":
+        return dejavu_letter_page(letter_at(index), rng)
     if kind == "glyphs":
         return glyph_page(GLYPHS[index % len(GLYPHS)], rng)
     if kind == "shapes":

@@ -101,10 +101,25 @@ def test_glyphs_to_train_on_are_never_latin_letters_or_digits_and_every_one_has_
 
 def test_a_recipe_names_only_known_outlier_sets(tmp_path):
     recipe = write_recipe(tmp_path / "quick.toml", QUICK)
-    for bad in ('{sets=["letters"]}', '{sets=[]}', '{sets=["shapes"], weight=0}', '{sets=["shapes"], images=0}',
-                '{sets=["shapes"], extra=1}'):
+    for bad in ('{sets=["photos"]}', '{sets=["letters-dejavu"]}', '{sets=[]}', '{sets=["shapes"], weight=0}',
+                '{sets=["shapes"], images=0}', '{sets=["shapes"], extra=1}'):
         one_line_error(CliRunner().invoke(app, ["train", str(recipe), "--set", f"train.outliers={bad}",
                                                 "--print-config"]), "train.outliers must be")
+
+
+def test_letters_can_be_trained_on_and_the_verdict_bench_then_counts_them_as_seen(tmp_path, monkeypatch):
+    from mnist_kit.outliers import TRAINING_SEED, training_outliers
+
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from verdict import MEASURED_SETS, seen_families
+
+    made = training_outliers({"sets": ["letters", "shapes"], "images": 4}, tmp_path)
+    assert made.shape == (8, 28, 28) and made.dtype == torch.uint8  # the letters first, drawn with the training seed
+    assert torch.equal(made[:4], torch.from_numpy(np.round(outlier_images("letters", 4, TRAINING_SEED) * 255)
+                                                  .astype(np.uint8)))
+    exposed = load_recipe("fast", ['train.outliers={sets=["glyphs", "letters", "shapes"]}'])
+    assert seen_families(exposed, MEASURED_SETS) == ["letters", "shapes"]  # not letters-dejavu: a font never seen
+    assert seen_families(load_recipe("fast"), MEASURED_SETS) == []
 
 
 @pytest.fixture(scope="module")
