@@ -114,13 +114,6 @@ def letter_page(letter: str, rng: np.random.Generator) -> Image.Image:
     return text_page(letter, ImageFont.load_default(size=int(rng.integers(150, 220))), rng)
 
 
-def dejavu_letter_page(letter: str, rng: np.random.Generator) -> Image.Image:
-    """A letter in one of the DejaVu fonts (sans, serif, bold, oblique, mono), drawn as a letter in Pillow's font is."""
-    font = ImageFont.truetype(str(font_file(GLYPH_FONTS[int(rng.integers(len(GLYPH_FONTS)))])),
-                              size=int(rng.integers(130, 200)))
-    return text_page(letter, font, rng)
-
-
 def font_file(name: str) -> Path:
     """One of the fonts matplotlib ships (a dependency, so the same wherever mnist-kit is installed)."""
     import matplotlib
@@ -181,7 +174,7 @@ def drawing(kind: str, index: int, rng: np.random.Generator) -> Image.Image:
     if kind == "letters":
         return letter_page(letter_at(index), rng)
     if kind == "letters-dejavu":
-        return dejavu_letter_page(letter_at(index), rng)
+        return glyph_page(letter_at(index), rng)  # every GLYPH_FONT has the Latin letters
     if kind == "glyphs":
         return glyph_page(GLYPHS[index % len(GLYPHS)], rng)
     if kind == "shapes":
