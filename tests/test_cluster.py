@@ -112,7 +112,7 @@ def test_ctrl_c_cancels_the_outstanding_points_and_a_rerun_finishes(sweep_file, 
     command = [sys.executable, "-m", "mnist_kit", "sweep", str(sweep_file), "--out", str(tmp_path / "out"),
                "--backend", "ray"]
     env = {**os.environ, "RAY_ADDRESS": ""}  # a local Ray instance of its own
-    for _attempt in range(2):
+    for _attempt in range(3):
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
         for line in process.stdout:
@@ -122,7 +122,8 @@ def test_ctrl_c_cancels_the_outstanding_points_and_a_rerun_finishes(sweep_file, 
         _, err = process.communicate(timeout=120)
         # Ray's own driver sometimes aborts when a cancelled task's reply arrives ("Check failed: it !=
         # submissible_tasks_.end() Tried to complete task that was not pending": Ray's bug, seen under load in about
-        # half of the full-suite runs on 2 cores); once more, and the rerun below must still finish every point.
+        # half of the full-suite runs on 2 cores, twice running in one suite on a slow host); up to three tries, and the
+        # rerun below must still finish every point.
         if "Tried to complete task that was not pending" not in err:
             break
     assert process.returncode == 130, err
